@@ -1,0 +1,197 @@
+// Command holdfast is a Docker volume plugin: local, tmpfs, nfs and
+// encrypted volumes served over Docker's volume plugin protocol.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/docker/go-units"
+	"github.com/sirupsen/logrus"
+
+	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+type config struct {
+	socket, socketGroup, root, mountRoot string
+	scope, logLevel, logFormat           string
+	tmpfsSize                            string
+	showVersion                          bool
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "holdfast:", err)
+		os.Exit(2)
+	}
+	if cfg.showVersion {
+		fmt.Println("holdfast", version)
+		return
+	}
+	if err := run(cfg); err != nil {
+		logrus.WithError(err).Error("holdfast stopped")
+		os.Exit(1)
+	}
+}
+
+// parseFlags reads the flags, each also settable by HOLDFAST_<FLAG> (dashes
+// as underscores); the command line wins over the environment.
+func parseFlags(args []string) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("holdfast", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: holdfast [flags]\n\nholdfast is a Docker volume plugin. Every flag can also be set with the\nenvironment variable HOLDFAST_<FLAG> (upper case, - as _), e.g. HOLDFAST_ROOT.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.socket, "socket", "/run/docker/plugins/holdfast.sock", "Unix `path` of the plugin socket; dockerd finds the plugin by its file name")
+	fs.StringVar(&c.socketGroup, "socket-group", "root", "`group` (name or id) that owns the socket besides root")
+	fs.StringVar(&c.root, "root", "/var/lib/holdfast", "`directory` for the state database and volume data")
+	fs.StringVar(&c.mountRoot, "mount-root", "", "`directory` where volumes are mounted for Docker (default <root>/mounts)")
+	fs.StringVar(&c.scope, "scope", "local", "volume scope answered to Docker: local or global (global: every node sees the same volumes, e.g. NFS)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&c.tmpfsSize, "tmpfs-size", "64m", "default `size` of tmpfs volumes, in Docker's size syntax (512k, 100m, 1g)")
+	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q; see holdfast --help", fs.Arg(0))
+	}
+	if err := applyEnv(fs); err != nil {
+		return nil, err
+	}
+	return c, c.validate()
+}
+
+// applyEnv sets each flag not given on the command line from its
+// HOLDFAST_ variable.
+func applyEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "HOLDFAST_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		val, ok := os.LookupEnv(env)
+		if !ok || given[f.Name] || err != nil {
+			return
+		}
+		if serr := fs.Set(f.Name, val); serr != nil {
+			err = fmt.Errorf("%s=%q: %w", env, val, serr)
+		}
+	})
+	return err
+}
+
+func (c *config) validate() error {
+	if c.mountRoot == "" {
+		c.mountRoot = filepath.Join(c.root, "mounts")
+	}
+	if c.scope != "local" && c.scope != "global" {
+		return fmt.Errorf("--scope %q: want local or global", c.scope)
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return fmt.Errorf("--log-format %q: want text or json", c.logFormat)
+	}
+	if _, err := logrus.ParseLevel(c.logLevel); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
+	}
+	if n, err := units.RAMInBytes(c.tmpfsSize); err != nil || n <= 0 {
+		return fmt.Errorf("--tmpfs-size %q: want a size greater than zero such as 64m", c.tmpfsSize)
+	}
+	for flag, dir := range map[string]string{"--root": c.root, "--mount-root": c.mountRoot, "--socket": c.socket} {
+		if !filepath.IsAbs(dir) {
+			return fmt.Errorf("%s %q: want an absolute path", flag, dir)
+		}
+	}
+	return nil
+}
+
+func newLogger(c *config) *logrus.Logger {
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	level, _ := logrus.ParseLevel(c.logLevel)
+	log.SetLevel(level)
+	if c.logFormat == "json" {
+		log.SetFormatter(&logrus.JSONFormatter{})
+	}
+	return log
+}
+
+func lookupGroup(name string) (int, error) {
+	if gid, err := strconv.Atoi(name); err == nil {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("--socket-group %q: %w", name, err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+func bootID() (string, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", fmt.Errorf("read boot id: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func run(c *config) error {
+	log := newLogger(c)
+	gid, err := lookupGroup(c.socketGroup)
+	if err != nil {
+		return err
+	}
+	boot, err := bootID()
+	if err != nil {
+		return err
+	}
+	mounter := driver.KernelMounter{}
+	d, err := driver.New(driver.Config{
+		Root:      c.root,
+		MountRoot: c.mountRoot,
+		Scope:     c.scope,
+		BootID:    boot,
+		Mounter:   mounter,
+		Log:       log,
+		Backends: map[string]driver.Backend{
+			"local": &driver.Local{Mounter: mounter},
+			"tmpfs": &driver.Tmpfs{Mounter: mounter, DefaultSize: c.tmpfsSize},
+		},
+	})
+	if errors.Is(err, driver.ErrLocked) {
+		return fmt.Errorf("another holdfast is already running with --root %s: %w", c.root, err)
+	}
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	l, err := server.Listen(c.socket, gid)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log.WithFields(logrus.Fields{"version": version, "socket": c.socket, "root": c.root, "mount-root": c.mountRoot, "scope": c.scope}).Info("holdfast serving")
+	err = server.Serve(ctx, l, server.Instrument(d, log))
+	log.Info("shutting down; mounted volumes stay mounted")
+	return err
+}

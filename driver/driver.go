@@ -1,0 +1,527 @@
+// Package driver implements holdfast's Docker volume driver: names, typed
+// options, persistent state, mount-ID leases and dispatch to one Backend per
+// volume type.
+package driver
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+)
+
+// Deadlines for backend work, inside dockerd's own per-call timeouts
+// (2 minutes for Create and Mount, 1 minute for the rest).
+const (
+	longOpTimeout  = 110 * time.Second
+	shortOpTimeout = 55 * time.Second
+)
+
+// DefaultType is the type of volumes created without --opt type=.
+const DefaultType = "local"
+
+// Config wires a Driver.
+type Config struct {
+	// Root holds the state database and the volumes' private directories.
+	Root string
+	// MountRoot is where volumes are mounted for Docker.
+	MountRoot string
+	// Scope is "local" or "global", answered to Capabilities.
+	Scope string
+	// BootID identifies the running kernel boot.
+	BootID string
+	// Mounter is the mount table; backends are given the same one.
+	Mounter Mounter
+	// Backends maps each volume type to its backend.
+	Backends map[string]Backend
+	// Log receives the driver's own messages.
+	Log logrus.FieldLogger
+}
+
+// Driver is holdfast's volume.Driver. It owns the map of volumes: mu guards
+// the map and every entry's record; an entry's op lock serialises the
+// requests that change that volume, so a slow backend blocks only its own
+// volume and never Get or List.
+type Driver struct {
+	cfg   Config
+	store *Store
+
+	mu   sync.Mutex
+	vols map[string]*entry
+}
+
+type entry struct {
+	op  sync.Mutex
+	vol *Volume // nil until created and after removal
+}
+
+// New opens the state under cfg.Root, reconciles it with the mount table
+// and the boot id, and returns the driver. Close releases it.
+func New(cfg Config) (*Driver, error) {
+	var err error
+	if cfg.Root, err = makeDir(cfg.Root, 0o711); err != nil {
+		return nil, err
+	}
+	if cfg.MountRoot, err = makeDir(cfg.MountRoot, 0o755); err != nil {
+		return nil, err
+	}
+	if _, err := makeDir(filepath.Join(cfg.Root, "volumes"), 0o700); err != nil {
+		return nil, err
+	}
+	store, err := OpenStore(filepath.Join(cfg.Root, "holdfast.db"))
+	if err != nil {
+		return nil, err
+	}
+	d := &Driver{cfg: cfg, store: store, vols: map[string]*entry{}}
+	if err := d.reconcile(); err != nil {
+		store.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// makeDir creates dir with mode if missing and returns it with symlinks
+// resolved, so it compares equal to paths in /proc/self/mountinfo.
+func makeDir(dir string, mode os.FileMode) (string, error) {
+	if err := os.MkdirAll(dir, mode); err != nil {
+		return "", fmt.Errorf("create %s: %w", dir, err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", dir, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", dir, err)
+	}
+	return real, nil
+}
+
+// Close closes the state database. Mounted volumes stay mounted.
+func (d *Driver) Close() error { return d.store.Close() }
+
+// Create creates a volume, or succeeds without change if it exists with
+// the same options.
+func (d *Driver) Create(req *volume.CreateRequest) error {
+	if err := ValidateName(req.Name); err != nil {
+		return err
+	}
+	typ, b, opts, err := d.parse(req.Options)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", req.Name, err)
+	}
+	e := d.lockEntry(req.Name)
+	defer e.op.Unlock()
+	if cur := d.record(e); cur != nil {
+		return sameVolume(cur, typ, opts)
+	}
+	v := d.newVolume(req.Name, typ, opts)
+	if err := d.create(b, v); err != nil {
+		d.forget(req.Name, e)
+		return fmt.Errorf("create %s: %w", req.Name, err)
+	}
+	d.setRecord(e, v)
+	return nil
+}
+
+// lockEntry returns name's entry, made if missing, with its op lock held.
+// It retries when the entry was dropped (a failed Create or a Remove) while
+// it waited for the lock.
+func (d *Driver) lockEntry(name string) *entry {
+	for {
+		d.mu.Lock()
+		e := d.vols[name]
+		if e == nil {
+			e = &entry{}
+			d.vols[name] = e
+		}
+		d.mu.Unlock()
+		e.op.Lock()
+		d.mu.Lock()
+		current := d.vols[name] == e
+		d.mu.Unlock()
+		if current {
+			return e
+		}
+		e.op.Unlock()
+	}
+}
+
+// parse splits off the type and checks the options against its backend.
+func (d *Driver) parse(raw map[string]string) (string, Backend, map[string]string, error) {
+	typ := DefaultType
+	rest := make(map[string]string, len(raw))
+	for k, v := range raw {
+		if k == "type" {
+			typ = v
+			continue
+		}
+		rest[k] = v
+	}
+	b, ok := d.cfg.Backends[typ]
+	if !ok {
+		return "", nil, nil, errorf(ErrUnknownType, "unknown volume type %q: known types are %s", typ,
+			strings.Join(slices.Sorted(maps.Keys(d.cfg.Backends)), ", "))
+	}
+	opts, err := b.Parse(rest)
+	return typ, b, opts, err
+}
+
+// sameVolume answers a Create for an existing volume.
+func sameVolume(cur *Volume, typ string, opts map[string]string) error {
+	if cur.Type != typ {
+		return errorf(ErrConflict, "volume %s exists with type=%s, not type=%s; nothing was changed: remove it first or use another name",
+			cur.Name, cur.Type, typ)
+	}
+	if diff := DiffOptions(cur.Options, opts); len(diff) > 0 {
+		return errorf(ErrConflict, "volume %s exists with other options (%s); nothing was changed: remove it first or use another name",
+			cur.Name, strings.Join(diff, "; "))
+	}
+	return nil
+}
+
+func (d *Driver) newVolume(name, typ string, opts map[string]string) *Volume {
+	v := &Volume{
+		Name:      name,
+		Type:      typ,
+		Options:   opts,
+		CreatedAt: time.Now().UTC().Truncate(time.Second),
+		Phase:     PhaseCreating,
+	}
+	d.setPaths(v)
+	return v
+}
+
+func (d *Driver) setPaths(v *Volume) {
+	v.Dir = filepath.Join(d.cfg.Root, "volumes", v.Name)
+	v.Mountpoint = filepath.Join(d.cfg.MountRoot, v.Name)
+}
+
+// create records v as being created, has the backend create it and marks
+// it ready. On failure it leaves nothing behind.
+func (d *Driver) create(b Backend, v *Volume) error {
+	if err := d.store.Put(v); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), longOpTimeout)
+	defer cancel()
+	err := os.Mkdir(v.Dir, 0o700)
+	if err == nil {
+		err = b.Create(ctx, v)
+	}
+	if err == nil {
+		v.Phase = PhaseReady
+		err = d.store.Put(v)
+	}
+	if err != nil {
+		d.discard(ctx, b, v)
+		return err
+	}
+	return nil
+}
+
+// discard removes what exists of v: its storage, directory and record.
+func (d *Driver) discard(ctx context.Context, b Backend, v *Volume) error {
+	if b != nil {
+		if err := b.Remove(ctx, v); err != nil {
+			return err
+		}
+	}
+	if err := d.removeDir(v.Dir); err != nil {
+		return err
+	}
+	return d.store.Delete(v.Name)
+}
+
+// lock finds the entry of a ready volume and takes its op lock. The caller
+// must unlock e.op. It returns a copy of the record to work on.
+func (d *Driver) lock(name string) (*entry, *Volume, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, nil, err
+	}
+	d.mu.Lock()
+	e := d.vols[name]
+	d.mu.Unlock()
+	if e == nil {
+		return nil, nil, errorf(ErrNotFound, "no such volume: %s", name)
+	}
+	e.op.Lock()
+	v := d.record(e)
+	if v == nil {
+		e.op.Unlock()
+		return nil, nil, errorf(ErrNotFound, "no such volume: %s", name)
+	}
+	return e, v, nil
+}
+
+// record returns a copy of e's record, or nil.
+func (d *Driver) record(e *entry) *Volume {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e.vol == nil {
+		return nil
+	}
+	return e.vol.clone()
+}
+
+// setRecord publishes v as e's record. v must already be in the store.
+func (d *Driver) setRecord(e *entry, v *Volume) {
+	d.mu.Lock()
+	e.vol = v
+	d.mu.Unlock()
+}
+
+// save stores v and publishes it.
+func (d *Driver) save(e *entry, v *Volume) error {
+	if err := d.store.Put(v); err != nil {
+		return err
+	}
+	d.setRecord(e, v.clone())
+	return nil
+}
+
+// forget drops e from the map if it is still the entry of name.
+func (d *Driver) forget(name string, e *entry) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e.vol = nil
+	if d.vols[name] == e {
+		delete(d.vols, name)
+	}
+}
+
+func (d *Driver) backend(v *Volume) (Backend, error) {
+	b, ok := d.cfg.Backends[v.Type]
+	if !ok {
+		return nil, errorf(ErrUnknownType, "volume %s has type %q, which this build of holdfast does not support", v.Name, v.Type)
+	}
+	return b, nil
+}
+
+// Mount takes a lease for req.ID, mounting the volume if it is the first.
+func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) {
+	e, v, err := d.lock(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer e.op.Unlock()
+	if req.ID == "" {
+		return nil, fmt.Errorf("mount %s: a mount ID is required (dockerd sends one with every Mount)", req.Name)
+	}
+	if _, ok := v.Leases[req.ID]; ok && v.Mounted {
+		return &volume.MountResponse{Mountpoint: v.Mountpoint}, nil
+	}
+	b, err := d.backend(v)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), longOpTimeout)
+	defer cancel()
+	mountedNow := false
+	if !v.Mounted {
+		if err := d.mount(ctx, b, v); err != nil {
+			return nil, fmt.Errorf("mount %s: %w", v.Name, err)
+		}
+		mountedNow = true
+	}
+	if v.Leases == nil {
+		v.Leases = map[string]time.Time{}
+	}
+	v.Leases[req.ID] = time.Now().UTC()
+	v.BootID = d.cfg.BootID
+	if err := d.save(e, v); err != nil {
+		if mountedNow {
+			d.unmount(ctx, b, v)
+		}
+		return nil, fmt.Errorf("mount %s: %w", v.Name, err)
+	}
+	return &volume.MountResponse{Mountpoint: v.Mountpoint}, nil
+}
+
+// mount creates the mountpoint and mounts the backend on it.
+func (d *Driver) mount(ctx context.Context, b Backend, v *Volume) error {
+	if err := os.MkdirAll(v.Mountpoint, 0o755); err != nil {
+		return fmt.Errorf("create mountpoint: %w", err)
+	}
+	if err := b.Mount(ctx, v); err != nil {
+		os.Remove(v.Mountpoint)
+		return err
+	}
+	v.Mounted = true
+	return nil
+}
+
+// unmount unmounts the backend and removes the empty mountpoint.
+func (d *Driver) unmount(ctx context.Context, b Backend, v *Volume) error {
+	if err := b.Unmount(ctx, v); err != nil {
+		return err
+	}
+	v.Mounted = false
+	if err := os.Remove(v.Mountpoint); err != nil && !os.IsNotExist(err) {
+		d.cfg.Log.WithError(err).WithField("volume", v.Name).Warn("mountpoint left behind")
+	}
+	return nil
+}
+
+// Unmount releases the lease req.ID and unmounts the volume when it was the
+// last. An unknown ID is harmless. The release is committed before the
+// unmount, so a crash in between leaves a mount that start-up removes
+// rather than a lease that would never be released.
+func (d *Driver) Unmount(req *volume.UnmountRequest) error {
+	e, v, err := d.lock(req.Name)
+	if err != nil {
+		return err
+	}
+	defer e.op.Unlock()
+	if _, ok := v.Leases[req.ID]; !ok {
+		d.cfg.Log.WithFields(logrus.Fields{"volume": v.Name, "id": req.ID}).Debug("unmount of unknown mount ID ignored")
+		return nil
+	}
+	delete(v.Leases, req.ID)
+	if err := d.save(e, v); err != nil {
+		return fmt.Errorf("unmount %s: %w", v.Name, err)
+	}
+	if len(v.Leases) > 0 || !v.Mounted {
+		return nil
+	}
+	b, err := d.backend(v)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
+	defer cancel()
+	if err := d.unmount(ctx, b, v); err != nil {
+		return fmt.Errorf("unmount %s: %w (the volume stays mounted; holdfast retries at the next Mount or Remove)", v.Name, err)
+	}
+	if err := d.save(e, v); err != nil {
+		return fmt.Errorf("unmount %s: %w", v.Name, err)
+	}
+	return nil
+}
+
+// Remove deletes a volume that has no leases, and its data.
+func (d *Driver) Remove(req *volume.RemoveRequest) error {
+	e, v, err := d.lock(req.Name)
+	if err != nil {
+		return err
+	}
+	defer e.op.Unlock()
+	if n := len(v.Leases); n > 0 {
+		return errorf(ErrInUse, "volume %s is in use by %d mounts; stop the containers using it first", v.Name, n)
+	}
+	b, err := d.backend(v)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
+	defer cancel()
+	if v.Mounted {
+		if err := d.unmount(ctx, b, v); err != nil {
+			return fmt.Errorf("remove %s: %w", v.Name, err)
+		}
+	}
+	v.Phase = PhaseRemoving
+	if err := d.save(e, v); err != nil {
+		return fmt.Errorf("remove %s: %w", v.Name, err)
+	}
+	if err := d.discard(ctx, b, v); err != nil {
+		v.Phase = PhaseReady
+		if serr := d.save(e, v); serr != nil {
+			d.cfg.Log.WithError(serr).WithField("volume", v.Name).Error("volume left in phase removing")
+		}
+		return fmt.Errorf("remove %s: %w", v.Name, err)
+	}
+	d.forget(v.Name, e)
+	return nil
+}
+
+// Path returns the mountpoint of a mounted volume, and "" otherwise.
+func (d *Driver) Path(req *volume.PathRequest) (*volume.PathResponse, error) {
+	v, err := d.get(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &volume.PathResponse{Mountpoint: mountpoint(v)}, nil
+}
+
+// Get describes a volume from the state alone.
+func (d *Driver) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
+	v, err := d.get(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &volume.GetResponse{Volume: &volume.Volume{
+		Name:       v.Name,
+		Mountpoint: mountpoint(v),
+		CreatedAt:  v.CreatedAt.Format(time.RFC3339),
+		Status:     d.status(v),
+	}}, nil
+}
+
+// List lists the volumes from the state alone.
+func (d *Driver) List() (*volume.ListResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	vols := make([]*volume.Volume, 0, len(d.vols))
+	for _, name := range slices.Sorted(maps.Keys(d.vols)) {
+		v := d.vols[name].vol
+		if v == nil || v.Phase != PhaseReady {
+			continue
+		}
+		vols = append(vols, &volume.Volume{
+			Name:       v.Name,
+			Mountpoint: mountpoint(v),
+			CreatedAt:  v.CreatedAt.Format(time.RFC3339),
+		})
+	}
+	return &volume.ListResponse{Volumes: vols}, nil
+}
+
+// Capabilities answers the configured scope.
+func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
+	return &volume.CapabilitiesResponse{Capabilities: volume.Capability{Scope: d.cfg.Scope}}
+}
+
+// get returns a copy of a ready volume's record without taking its op lock.
+func (d *Driver) get(name string) (*Volume, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.vols[name]
+	if e == nil || e.vol == nil || e.vol.Phase != PhaseReady {
+		return nil, errorf(ErrNotFound, "no such volume: %s", name)
+	}
+	return e.vol.clone(), nil
+}
+
+func mountpoint(v *Volume) string {
+	if v.Mounted {
+		return v.Mountpoint
+	}
+	return ""
+}
+
+// status builds Get's Status: the common fields, then the backend's.
+func (d *Driver) status(v *Volume) map[string]any {
+	st := map[string]any{
+		"type":    v.Type,
+		"mounted": v.Mounted,
+		"leases":  len(v.Leases),
+	}
+	if b, ok := d.cfg.Backends[v.Type]; ok {
+		maps.Copy(st, b.Status(v))
+	} else {
+		st["error"] = fmt.Sprintf("type %q is not supported by this build of holdfast", v.Type)
+	}
+	return st
+}

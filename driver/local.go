@@ -1,0 +1,61 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// Local is the "local" backend: a directory under --root that keeps its
+// data across unmounts, restarts and reboots, bind-mounted at the
+// mountpoint while the volume has leases.
+type Local struct {
+	Mounter Mounter
+}
+
+// localMode is the mode of a local volume's root, as Docker's _data.
+const localMode = 0o755
+
+// Parse accepts uid, gid and mode.
+func (l *Local) Parse(raw map[string]string) (map[string]string, error) {
+	return ParseOptions("local", raw, []Option{OptUID, OptGID, OptMode})
+}
+
+func dataDir(v *Volume) string { return filepath.Join(v.Dir, "data") }
+
+// Create makes the data directory with the requested owner and mode.
+func (l *Local) Create(_ context.Context, v *Volume) error {
+	dir := dataDir(v)
+	if err := os.Mkdir(dir, localMode); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	return applyOwner(dir, v.Options, localMode)
+}
+
+// Mount bind-mounts the data directory at the mountpoint.
+func (l *Local) Mount(_ context.Context, v *Volume) error {
+	dir := dataDir(v)
+	if _, err := os.Lstat(dir); err != nil {
+		return fmt.Errorf("data directory of volume %s is missing (%w); restore it or remove the volume", v.Name, err)
+	}
+	return l.Mounter.Mount(dir, v.Mountpoint, "", unix.MS_BIND, "")
+}
+
+// Unmount removes the bind mount.
+func (l *Local) Unmount(_ context.Context, v *Volume) error {
+	return unmountPath(l.Mounter, v.Mountpoint)
+}
+
+// Remove has nothing to do: the driver removes the volume's directory.
+func (l *Local) Remove(context.Context, *Volume) error { return nil }
+
+// Status reports the usage of the filesystem holding the data.
+func (l *Local) Status(v *Volume) map[string]any {
+	if !v.Mounted {
+		return nil
+	}
+	return Usage(v.Mountpoint)
+}

@@ -1,0 +1,87 @@
+package driver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var bucketVolumes = []byte("volumes")
+
+// ErrLocked is returned by OpenStore when another process holds the database.
+var ErrLocked = errors.New("database is locked by another holdfast process")
+
+// Store keeps volume records in one bbolt file. Every write is committed
+// and fsynced before it returns.
+type Store struct {
+	db *bolt.DB
+}
+
+// OpenStore opens (creating if needed) the database at path and takes its
+// exclusive lock, failing with ErrLocked if another process holds it.
+func OpenStore(path string) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketVolumes)
+		return err
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close releases the database and its lock.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Put writes v's record.
+func (s *Store) Put(v *Volume) error {
+	buf, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode volume %s: %w", v.Name, err)
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketVolumes).Put([]byte(v.Name), buf)
+	})
+	if err != nil {
+		return fmt.Errorf("save volume %s: %w", v.Name, err)
+	}
+	return nil
+}
+
+// Delete removes the record of name.
+func (s *Store) Delete(name string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketVolumes).Delete([]byte(name))
+	})
+	if err != nil {
+		return fmt.Errorf("delete volume %s: %w", name, err)
+	}
+	return nil
+}
+
+// All returns every record.
+func (s *Store) All() ([]*Volume, error) {
+	var vols []*Volume
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketVolumes).ForEach(func(k, buf []byte) error {
+			v := &Volume{}
+			if err := json.Unmarshal(buf, v); err != nil {
+				return fmt.Errorf("decode volume %s: %w", k, err)
+			}
+			vols = append(vols, v)
+			return nil
+		})
+	})
+	return vols, err
+}

@@ -1,0 +1,134 @@
+package server
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
+	"github.com/holdfast/holdfast/driver"
+)
+
+// ErrShuttingDown answers requests that arrive during shutdown.
+var ErrShuttingDown = errors.New("holdfast is shutting down; retry when it is back")
+
+// Instrumented wraps a volume.Driver: it logs every request (operation,
+// volume, duration, result; secret option values redacted) and counts the
+// requests in flight so that Drain can wait for them.
+type Instrumented struct {
+	d   volume.Driver
+	log logrus.FieldLogger
+
+	mu       sync.Mutex
+	closing  bool
+	inflight sync.WaitGroup
+}
+
+// Instrument wraps d.
+func Instrument(d volume.Driver, log logrus.FieldLogger) *Instrumented {
+	return &Instrumented{d: d, log: log}
+}
+
+// Drain refuses new requests and waits for those in flight.
+func (s *Instrumented) Drain() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.inflight.Wait()
+}
+
+// do runs one request and logs it.
+func (s *Instrumented) do(op, name string, fields logrus.Fields, fn func() error) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrShuttingDown
+	}
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	defer s.inflight.Done()
+
+	start := time.Now()
+	err := fn()
+	log := s.log.WithFields(fields).WithFields(logrus.Fields{
+		"op":       op,
+		"duration": time.Since(start).Round(time.Microsecond).String(),
+	})
+	if name != "" {
+		log = log.WithField("volume", name)
+	}
+	if err != nil {
+		log.WithError(err).Warn("request failed")
+	} else {
+		log.Info("request ok")
+	}
+	return err
+}
+
+// Create logs and forwards.
+func (s *Instrumented) Create(r *volume.CreateRequest) error {
+	return s.do("Create", r.Name, logrus.Fields{"options": driver.Redact(r.Options)}, func() error {
+		return s.d.Create(r)
+	})
+}
+
+// Remove logs and forwards.
+func (s *Instrumented) Remove(r *volume.RemoveRequest) error {
+	return s.do("Remove", r.Name, nil, func() error { return s.d.Remove(r) })
+}
+
+// Mount logs and forwards.
+func (s *Instrumented) Mount(r *volume.MountRequest) (res *volume.MountResponse, err error) {
+	err = s.do("Mount", r.Name, logrus.Fields{"id": r.ID}, func() error {
+		res, err = s.d.Mount(r)
+		return err
+	})
+	return res, err
+}
+
+// Unmount logs and forwards.
+func (s *Instrumented) Unmount(r *volume.UnmountRequest) error {
+	return s.do("Unmount", r.Name, logrus.Fields{"id": r.ID}, func() error { return s.d.Unmount(r) })
+}
+
+// Path logs and forwards.
+func (s *Instrumented) Path(r *volume.PathRequest) (res *volume.PathResponse, err error) {
+	err = s.do("Path", r.Name, nil, func() error {
+		res, err = s.d.Path(r)
+		return err
+	})
+	return res, err
+}
+
+// Get logs and forwards.
+func (s *Instrumented) Get(r *volume.GetRequest) (res *volume.GetResponse, err error) {
+	err = s.do("Get", r.Name, nil, func() error {
+		res, err = s.d.Get(r)
+		return err
+	})
+	return res, err
+}
+
+// List logs and forwards.
+func (s *Instrumented) List() (res *volume.ListResponse, err error) {
+	err = s.do("List", "", nil, func() error {
+		res, err = s.d.List()
+		return err
+	})
+	return res, err
+}
+
+// Capabilities logs and forwards.
+func (s *Instrumented) Capabilities() *volume.CapabilitiesResponse {
+	var res *volume.CapabilitiesResponse
+	s.do("Capabilities", "", nil, func() error {
+		res = s.d.Capabilities()
+		return nil
+	})
+	if res == nil {
+		res = &volume.CapabilitiesResponse{}
+	}
+	return res
+}
