@@ -88,7 +88,7 @@ func applyEnv(fs *flag.FlagSet) error {
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		env := "HOLDFAST_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		env := envName(f.Name)
 		val, ok := os.LookupEnv(env)
 		if !ok || given[f.Name] || err != nil {
 			return
@@ -100,25 +100,33 @@ func applyEnv(fs *flag.FlagSet) error {
 	return err
 }
 
+// envName is the environment variable that sets flag.
+func envName(flag string) string {
+	return "HOLDFAST_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// flagName names a flag and its variable in errors.
+func flagName(flag string) string { return "--" + flag + " (" + envName(flag) + ")" }
+
 func (c *config) validate() error {
 	if c.mountRoot == "" {
 		c.mountRoot = filepath.Join(c.root, "mounts")
 	}
 	if c.scope != "local" && c.scope != "global" {
-		return fmt.Errorf("--scope %q: want local or global", c.scope)
+		return fmt.Errorf("%s %q: want local or global", flagName("scope"), c.scope)
 	}
 	if c.logFormat != "text" && c.logFormat != "json" {
-		return fmt.Errorf("--log-format %q: want text or json", c.logFormat)
+		return fmt.Errorf("%s %q: want text or json", flagName("log-format"), c.logFormat)
 	}
 	if _, err := logrus.ParseLevel(c.logLevel); err != nil {
-		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
+		return fmt.Errorf("%s %q: want debug, info, warn or error", flagName("log-level"), c.logLevel)
 	}
 	if n, err := units.RAMInBytes(c.tmpfsSize); err != nil || n <= 0 {
-		return fmt.Errorf("--tmpfs-size %q: want a size greater than zero such as 64m", c.tmpfsSize)
+		return fmt.Errorf("%s %q: want a size greater than zero such as 64m", flagName("tmpfs-size"), c.tmpfsSize)
 	}
-	for flag, dir := range map[string]string{"--root": c.root, "--mount-root": c.mountRoot, "--socket": c.socket} {
+	for flag, dir := range map[string]string{"root": c.root, "mount-root": c.mountRoot, "socket": c.socket} {
 		if !filepath.IsAbs(dir) {
-			return fmt.Errorf("%s %q: want an absolute path", flag, dir)
+			return fmt.Errorf("%s %q: want an absolute path", flagName(flag), dir)
 		}
 	}
 	return nil
@@ -141,7 +149,7 @@ func lookupGroup(name string) (int, error) {
 	}
 	g, err := user.LookupGroup(name)
 	if err != nil {
-		return 0, fmt.Errorf("--socket-group %q: %w", name, err)
+		return 0, fmt.Errorf("%s %q: %w", flagName("socket-group"), name, err)
 	}
 	return strconv.Atoi(g.Gid)
 }
