@@ -29,6 +29,14 @@ type Backend interface {
 	Status(v *Volume) map[string]any
 }
 
+// Recoverer is implemented by backends that hold kernel objects besides
+// the mount (loop devices, device-mapper mappings, keys). At start-up the
+// driver calls Recover for every volume it does not find mounted, so that
+// what a crash left half set up is released.
+type Recoverer interface {
+	Recover(ctx context.Context, v *Volume) error
+}
+
 // Phase is where a volume is in its life cycle. Records in PhaseCreating
 // or PhaseRemoving at start-up belong to a request interrupted by a crash.
 type Phase string

@@ -9,9 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// unmountPath unmounts target. A target that is not mounted is fine; a busy
+// UnmountPath unmounts target. A target that is not mounted is fine; a busy
 // one is detached lazily, so the kernel frees it when its last user leaves.
-func unmountPath(m Mounter, target string) error {
+func UnmountPath(m Mounter, target string) error {
 	err := m.Unmount(target, 0)
 	switch {
 	case err == nil, errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
@@ -23,9 +23,9 @@ func unmountPath(m Mounter, target string) error {
 	}
 }
 
-// applyOwner sets the owner and mode options on dir, defaultMode when
+// ApplyOwner sets the owner and mode options on dir, defaultMode when
 // mode is unset.
-func applyOwner(dir string, opts map[string]string, defaultMode uint32) error {
+func ApplyOwner(dir string, opts map[string]string, defaultMode uint32) error {
 	uid := int(IntOption(opts, "uid", -1))
 	gid := int(IntOption(opts, "gid", -1))
 	if uid >= 0 || gid >= 0 {

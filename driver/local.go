@@ -32,7 +32,7 @@ func (l *Local) Create(_ context.Context, v *Volume) error {
 	if err := os.Mkdir(dir, localMode); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
-	return applyOwner(dir, v.Options, localMode)
+	return ApplyOwner(dir, v.Options, localMode)
 }
 
 // Mount bind-mounts the data directory at the mountpoint.
@@ -46,7 +46,7 @@ func (l *Local) Mount(_ context.Context, v *Volume) error {
 
 // Unmount removes the bind mount.
 func (l *Local) Unmount(_ context.Context, v *Volume) error {
-	return unmountPath(l.Mounter, v.Mountpoint)
+	return UnmountPath(l.Mounter, v.Mountpoint)
 }
 
 // Remove has nothing to do: the driver removes the volume's directory.

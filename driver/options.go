@@ -36,9 +36,9 @@ var (
 	OptMode = Option{Name: "mode", Form: "an octal mode such as 0750 or 1770", Canon: canonMode}
 )
 
-// sensitiveOption reports whether an option name suggests key material.
+// Sensitive reports whether an option name suggests key material.
 // Values of such options are never logged or echoed in errors.
-func sensitiveOption(name string) bool {
+func Sensitive(name string) bool {
 	n := strings.ToLower(name)
 	for _, s := range []string{"key", "pass", "secret", "token", "cred"} {
 		if strings.Contains(n, s) && n != "keyfile" {
@@ -52,7 +52,7 @@ func sensitiveOption(name string) bool {
 func Redact(opts map[string]string) map[string]string {
 	out := make(map[string]string, len(opts))
 	for k, v := range opts {
-		if sensitiveOption(k) {
+		if Sensitive(k) {
 			v = "********"
 		}
 		out[k] = v
@@ -130,7 +130,7 @@ func showValue(k, v string, ok bool) string {
 	switch {
 	case !ok:
 		return "unset"
-	case sensitiveOption(k):
+	case Sensitive(k):
 		return "********"
 	default:
 		return strconv.Quote(v)

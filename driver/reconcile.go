@@ -81,6 +81,9 @@ func (d *Driver) adopt(v *Volume, mounted bool, log logrus.FieldLogger) error {
 	case len(v.Leases) > 0 && before.Mounted:
 		log.Warn("volume has leases but is no longer mounted; it is mounted again at its next Mount")
 	}
+	if !v.Mounted {
+		d.recover(v, log)
+	}
 	if v.Mounted == before.Mounted && v.BootID == before.BootID && maps.Equal(v.Leases, before.Leases) {
 		return nil
 	}
@@ -95,4 +98,18 @@ func (d *Driver) unmountLeftover(v *Volume) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
 	defer cancel()
 	return d.unmount(ctx, b, v)
+}
+
+// recover has the backend release what a crash may have left of a volume
+// that is not mounted.
+func (d *Driver) recover(v *Volume, log logrus.FieldLogger) {
+	r, ok := d.cfg.Backends[v.Type].(Recoverer)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
+	defer cancel()
+	if err := r.Recover(ctx, v); err != nil {
+		log.WithError(err).Warn("could not release what a crash left of this volume; its next Mount retries")
+	}
 }

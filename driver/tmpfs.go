@@ -43,7 +43,7 @@ func (t *Tmpfs) Mount(_ context.Context, v *Volume) error {
 
 // Unmount unmounts the tmpfs; its data is gone.
 func (t *Tmpfs) Unmount(_ context.Context, v *Volume) error {
-	return unmountPath(t.Mounter, v.Mountpoint)
+	return UnmountPath(t.Mounter, v.Mountpoint)
 }
 
 // Remove has nothing to do: a tmpfs keeps nothing while unmounted.

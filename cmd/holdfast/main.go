@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/driver/crypt"
 	"github.com/holdfast/holdfast/server"
 )
 
@@ -28,7 +29,7 @@ var version = "dev"
 type config struct {
 	socket, socketGroup, root, mountRoot string
 	scope, logLevel, logFormat           string
-	tmpfsSize                            string
+	tmpfsSize, keyDir                    string
 	showVersion                          bool
 }
 
@@ -68,6 +69,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&c.tmpfsSize, "tmpfs-size", "64m", "default `size` of tmpfs volumes, in Docker's size syntax (512k, 100m, 1g)")
+	fs.StringVar(&c.keyDir, "key-dir", "/etc/holdfast/keys", "`directory` of crypt volume keys (0700); never inside --root, so a copy of the data carries no keys")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -124,10 +126,13 @@ func (c *config) validate() error {
 	if n, err := units.RAMInBytes(c.tmpfsSize); err != nil || n <= 0 {
 		return fmt.Errorf("%s %q: want a size greater than zero such as 64m", flagName("tmpfs-size"), c.tmpfsSize)
 	}
-	for flag, dir := range map[string]string{"root": c.root, "mount-root": c.mountRoot, "socket": c.socket} {
+	for flag, dir := range map[string]string{"root": c.root, "mount-root": c.mountRoot, "socket": c.socket, "key-dir": c.keyDir} {
 		if !filepath.IsAbs(dir) {
 			return fmt.Errorf("%s %q: want an absolute path", flagName(flag), dir)
 		}
+	}
+	if rel, err := filepath.Rel(c.root, c.keyDir); err == nil && !strings.HasPrefix(rel, "..") {
+		return fmt.Errorf("%s %q is inside --root %q: keep keys apart from the data they unlock", flagName("key-dir"), c.keyDir, c.root)
 	}
 	return nil
 }
@@ -183,6 +188,7 @@ func run(c *config) error {
 		Backends: map[string]driver.Backend{
 			"local": &driver.Local{Mounter: mounter},
 			"tmpfs": &driver.Tmpfs{Mounter: mounter, DefaultSize: c.tmpfsSize},
+			"crypt": &crypt.Backend{Mounter: mounter, KeyDir: c.keyDir},
 		},
 	})
 	if errors.Is(err, driver.ErrLocked) {

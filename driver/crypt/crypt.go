@@ -1,0 +1,377 @@
+// Package crypt is holdfast's "crypt" volume type: an AES-256 encrypted,
+// size-limited loopback file, through LUKS2 (dm-crypt) or ext4's native
+// encryption (fscrypt) where the kernel has no device-mapper.
+package crypt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/holdfast/holdfast/driver"
+)
+
+// Engines.
+const (
+	EngineLUKS    = "luks"
+	EngineFscrypt = "fscrypt"
+	engineAuto    = "auto"
+)
+
+const fscryptCipher = "AES-256-XTS contents, AES-256-CTS file names (fscrypt v2 policy)"
+
+// Minimum sizes: a LUKS2 header takes 16 MiB, and mkfs.xfs refuses
+// filesystems under 300 MB.
+const (
+	minSize    = 32 << 20
+	minSizeXFS = 320 << 20
+)
+
+// Info keys this backend records.
+const (
+	infoEngine = "engine"
+	infoKey    = "key"   // "generated" or "keyfile"
+	infoKeyID  = "keyId" // fscrypt key identifier: derived from the key, not secret
+)
+
+// Backend is the "crypt" backend.
+type Backend struct {
+	Mounter driver.Mounter
+	// KeyDir holds the keys (--key-dir); never under --root, so a copy of
+	// the data does not carry its keys.
+	KeyDir string
+}
+
+var options = []driver.Option{
+	{Name: "size", Form: "a size of at least 32m such as 512m or 10g", Required: true, Canon: driver.CanonSize},
+	{Name: "fs", Form: "ext4 or xfs", Default: "ext4", Canon: driver.CanonEnum("ext4", "xfs")},
+	{Name: "engine", Form: "auto, luks or fscrypt", Default: engineAuto, Canon: driver.CanonEnum(engineAuto, EngineLUKS, EngineFscrypt)},
+	{Name: "keyfile", Form: "the name of a file in --key-dir holding 64 random bytes", Canon: checkKeyfileName},
+	driver.OptUID, driver.OptGID, driver.OptMode,
+}
+
+// Parse checks the options; options that would carry key material are
+// refused before anything else.
+func (b *Backend) Parse(raw map[string]string) (map[string]string, error) {
+	for _, k := range slices.Sorted(maps.Keys(raw)) {
+		if driver.Sensitive(k) {
+			return nil, fmt.Errorf("%w %q: key material never goes in an option, because docker volume inspect shows every option to every Docker user; put the key (64 random bytes) in a file in the key directory and pass keyfile=NAME",
+				driver.ErrInvalidOption, k)
+		}
+	}
+	opts, err := driver.ParseOptions("crypt", raw, options)
+	if err != nil {
+		return nil, err
+	}
+	size := driver.Size(opts)
+	switch {
+	case opts["fs"] == "xfs" && opts["engine"] == EngineFscrypt:
+		return nil, fmt.Errorf("%w: engine=fscrypt works with fs=ext4 only (XFS has no native encryption); use fs=ext4 or engine=luks", driver.ErrInvalidOption)
+	case opts["fs"] == "xfs" && size < minSizeXFS:
+		return nil, fmt.Errorf("%w size=%q: XFS needs at least 320m (300 MB for XFS, 16 MiB for the LUKS header)", driver.ErrInvalidOption, raw["size"])
+	case size < minSize:
+		return nil, fmt.Errorf("%w size=%q: a crypt volume needs at least 32m", driver.ErrInvalidOption, raw["size"])
+	}
+	return opts, nil
+}
+
+// engine decides the engine for new volume v, or says what is missing.
+func engine(opts map[string]string) (string, error) {
+	luksErr := luksAvailable()
+	switch opts["engine"] {
+	case EngineLUKS:
+		if luksErr != nil {
+			return "", fmt.Errorf("engine=luks: %w; use engine=fscrypt (ext4 only) on this host", luksErr)
+		}
+		return EngineLUKS, nil
+	case EngineFscrypt:
+		if err := fscryptAvailable(); err != nil {
+			return "", fmt.Errorf("engine=fscrypt: %w", err)
+		}
+		return EngineFscrypt, nil
+	}
+	if luksErr == nil {
+		return EngineLUKS, nil
+	}
+	if opts["fs"] == "xfs" {
+		return "", fmt.Errorf("engine=auto with fs=xfs needs LUKS: %w; use fs=ext4 (fscrypt)", luksErr)
+	}
+	if err := fscryptAvailable(); err != nil {
+		return "", fmt.Errorf("no encryption engine on this host: LUKS: %v; fscrypt: %w", luksErr, err)
+	}
+	return EngineFscrypt, nil
+}
+
+func backingFile(v *driver.Volume) string { return filepath.Join(v.Dir, "backing.img") }
+func stagingDir(v *driver.Volume) string  { return filepath.Join(v.Dir, "fs") }
+func dataDir(v *driver.Volume) string     { return filepath.Join(stagingDir(v), "data") }
+
+func (b *Backend) keys() keyStore { return keyStore{dir: b.KeyDir} }
+
+// Create makes the key (unless keyfile is given), the sparse backing file,
+// the encryption and the filesystem, with the volume's root directory
+// inside it. On error it leaves nothing behind.
+func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
+	eng, err := engine(v.Options)
+	if err != nil {
+		return err
+	}
+	v.Info = map[string]string{infoEngine: eng}
+	defer func() {
+		if err != nil {
+			b.Remove(ctx, v)
+		}
+	}()
+	if _, ok := v.Options["keyfile"]; ok {
+		v.Info[infoKey] = "keyfile"
+	} else {
+		if err := b.keys().generate(v.Name); err != nil {
+			return err
+		}
+		v.Info[infoKey] = "generated"
+	}
+	key, err := b.key(v)
+	if err != nil {
+		return err
+	}
+	defer clear(key)
+	if err := makeSparse(backingFile(v), driver.Size(v.Options)); err != nil {
+		return err
+	}
+	if eng == EngineLUKS {
+		if err := luksFormat(ctx, backingFile(v), key); err != nil {
+			return err
+		}
+	}
+	return b.format(ctx, v, key)
+}
+
+// format attaches the backing file, makes the filesystem and its root
+// directory, and takes everything down again.
+func (b *Backend) format(ctx context.Context, v *driver.Volume, key []byte) error {
+	dev, closeLoop, err := b.open(ctx, v, key)
+	if err != nil {
+		return err
+	}
+	defer closeLoop()
+	if err := mkfs(ctx, dev, v.Options["fs"], v.Info[infoEngine] == EngineFscrypt); err != nil {
+		return err
+	}
+	if err := b.mountFS(dev, v); err != nil {
+		return err
+	}
+	if v.Info[infoEngine] == EngineFscrypt {
+		id, err := addKey(stagingDir(v), key)
+		if err != nil {
+			return err
+		}
+		v.Info[infoKeyID] = id
+	}
+	if err := os.Mkdir(dataDir(v), 0o755); err != nil {
+		return fmt.Errorf("create volume root: %w", err)
+	}
+	if v.Info[infoEngine] == EngineFscrypt {
+		if err := setPolicy(dataDir(v), v.Info[infoKeyID]); err != nil {
+			return err
+		}
+	}
+	if err := driver.ApplyOwner(dataDir(v), v.Options, 0o755); err != nil {
+		return err
+	}
+	return b.teardown(ctx, v)
+}
+
+// open attaches the backing file and, for LUKS, opens the mapping. It
+// returns the device holding the filesystem and a func that drops this
+// process's hold on the loop device (which then lives as long as its user).
+func (b *Backend) open(ctx context.Context, v *driver.Volume, key []byte) (string, func(), error) {
+	loop, err := attachLoop(backingFile(v))
+	if err != nil {
+		return "", nil, err
+	}
+	closeLoop := func() { loop.Close() }
+	if v.Info[infoEngine] != EngineLUKS {
+		return loop.Path, closeLoop, nil
+	}
+	dev, err := luksOpen(ctx, v.Name, loop.Path, key)
+	if err != nil {
+		closeLoop()
+		return "", nil, err
+	}
+	return dev, closeLoop, nil
+}
+
+func (b *Backend) mountFS(dev string, v *driver.Volume) error {
+	if err := os.MkdirAll(stagingDir(v), 0o700); err != nil {
+		return err
+	}
+	return b.Mounter.Mount(dev, stagingDir(v), v.Options["fs"], nodevNosuid, "")
+}
+
+// key reads the volume's key from the key directory.
+func (b *Backend) key(v *driver.Volume) ([]byte, error) {
+	name, ok := v.Options["keyfile"]
+	if !ok {
+		name = generatedName(v.Name)
+	}
+	return b.keys().read(name)
+}
+
+// Mount unlocks the volume and bind-mounts its root at the mountpoint. On
+// error everything it set up is taken down again.
+func (b *Backend) Mount(ctx context.Context, v *driver.Volume) (err error) {
+	key, err := b.key(v)
+	if err != nil {
+		return err
+	}
+	defer clear(key)
+	defer func() {
+		if err != nil {
+			b.teardown(ctx, v)
+		}
+	}()
+	dev, closeLoop, err := b.open(ctx, v, key)
+	if err != nil {
+		return err
+	}
+	defer closeLoop()
+	if err := b.mountFS(dev, v); err != nil {
+		return err
+	}
+	if v.Info[infoEngine] == EngineFscrypt {
+		if err := b.unlock(v, key); err != nil {
+			return err
+		}
+	}
+	return b.Mounter.Mount(dataDir(v), v.Mountpoint, "", bind, "")
+}
+
+// unlock adds the fscrypt key and checks it is the volume's.
+func (b *Backend) unlock(v *driver.Volume, key []byte) error {
+	id, err := addKey(stagingDir(v), key)
+	if err != nil {
+		return err
+	}
+	if id != v.Info[infoKeyID] {
+		removeKey(stagingDir(v), id)
+		return fmt.Errorf("%w: the key file of volume %s is not the key it was created with", errWrongKey, v.Name)
+	}
+	return nil
+}
+
+// Unmount removes the bind mount and locks the volume again.
+func (b *Backend) Unmount(ctx context.Context, v *driver.Volume) error {
+	if err := driver.UnmountPath(b.Mounter, v.Mountpoint); err != nil {
+		return err
+	}
+	return b.teardown(ctx, v)
+}
+
+// Recover releases what a crash left of an unmounted volume.
+func (b *Backend) Recover(ctx context.Context, v *driver.Volume) error {
+	return b.teardown(ctx, v)
+}
+
+// teardown removes the fscrypt key, unmounts the filesystem, closes the
+// LUKS mapping and detaches the loop device, whichever of them exist.
+func (b *Backend) teardown(ctx context.Context, v *driver.Volume) error {
+	var errs []error
+	mounts, err := b.Mounter.Mountpoints(stagingDir(v))
+	if err != nil {
+		return err
+	}
+	if _, ok := mounts[stagingDir(v)]; ok {
+		if id := v.Info[infoKeyID]; id != "" {
+			errs = append(errs, removeKey(stagingDir(v), id))
+		}
+		errs = append(errs, driver.UnmountPath(b.Mounter, stagingDir(v)))
+	}
+	if v.Info[infoEngine] == EngineLUKS {
+		errs = append(errs, luksClose(ctx, v.Name))
+	}
+	errs = append(errs, detachLoops(backingFile(v)))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("lock volume %s: %w", v.Name, err)
+	}
+	return nil
+}
+
+// Remove takes down anything left and destroys a generated key; the driver
+// then deletes the volume's directory with the backing file.
+func (b *Backend) Remove(ctx context.Context, v *driver.Volume) error {
+	if err := b.teardown(ctx, v); err != nil {
+		return err
+	}
+	if v.Info[infoKey] == "generated" {
+		return b.keys().destroy(v.Name)
+	}
+	return nil
+}
+
+// Status reports the engine, cipher, filesystem, size, key source and,
+// while mounted, the usage. It never reveals key material.
+func (b *Backend) Status(v *driver.Volume) map[string]any {
+	st := map[string]any{
+		"engine": v.Info[infoEngine],
+		"fs":     v.Options["fs"],
+		"size":   driver.Size(v.Options),
+		"key":    keyDescription(v),
+	}
+	switch v.Info[infoEngine] {
+	case EngineLUKS:
+		st["cipher"] = luksCipher
+	case EngineFscrypt:
+		st["cipher"] = fscryptCipher
+	}
+	if v.Mounted {
+		maps.Copy(st, driver.Usage(v.Mountpoint))
+	}
+	return st
+}
+
+func keyDescription(v *driver.Volume) string {
+	if name, ok := v.Options["keyfile"]; ok {
+		return "keyfile " + name
+	}
+	return "generated " + generatedName(v.Name)
+}
+
+// makeSparse creates file with the given size and no blocks allocated.
+func makeSparse(file string, size int64) error {
+	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create backing file: %w", err)
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("size backing file: %w", err)
+	}
+	return nil
+}
+
+// mkfs makes the filesystem: 4 KiB blocks (fscrypt needs the page size),
+// no reserved blocks (the size limit is the user's).
+func mkfs(ctx context.Context, dev, fs string, encrypt bool) error {
+	args := []string{"-q", "-F", "-b", "4096", "-m", "0"}
+	if encrypt {
+		args = append(args, "-O", "encrypt")
+	}
+	prog := "mkfs.ext4"
+	if fs == "xfs" {
+		prog, args = "mkfs.xfs", []string{"-q", "-f"}
+	}
+	out, err := runCmd(ctx, prog, append(args, dev)...)
+	if err != nil {
+		msg, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
+		return fmt.Errorf("%s: %w: %s", prog, err, msg)
+	}
+	return nil
+}

@@ -1,0 +1,112 @@
+package crypt
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// fscryptKeySize is the master key size: AES-256-XTS needs 64 bytes.
+const fscryptKeySize = 64
+
+// fscryptAvailable reports what this kernel lacks for ext4 encryption.
+func fscryptAvailable() error {
+	if _, err := os.Stat("/sys/fs/ext4/features/encryption"); err != nil {
+		return errors.New("this kernel's ext4 has no encryption support (CONFIG_FS_ENCRYPTION)")
+	}
+	return nil
+}
+
+// addKey adds key to the filesystem mounted at mnt and returns its key
+// identifier (hex), which is derived from the key and not secret.
+func addKey(mnt string, key []byte) (string, error) {
+	if len(key) != fscryptKeySize {
+		return "", fmt.Errorf("fscrypt key must be %d bytes", fscryptKeySize)
+	}
+	f, err := os.Open(mnt)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	// struct fscrypt_add_key_arg is followed by the raw key.
+	hdr := int(unsafe.Sizeof(unix.FscryptAddKeyArg{}))
+	buf := make([]byte, hdr+len(key))
+	defer clear(buf)
+	arg := (*unix.FscryptAddKeyArg)(unsafe.Pointer(&buf[0]))
+	arg.Key_spec.Type = unix.FSCRYPT_KEY_SPEC_TYPE_IDENTIFIER
+	arg.Raw_size = uint32(len(key))
+	copy(buf[hdr:], key)
+	err = ioctlPtr(f, unix.FS_IOC_ADD_ENCRYPTION_KEY, unsafe.Pointer(&buf[0]))
+	if errors.Is(err, unix.ENOENT) {
+		return "", fmt.Errorf("add fscrypt key: %w (the kernel lacks a crypto algorithm fscrypt needs: load the hmac, sha512, xts, cts and aes modules)", err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("add fscrypt key: %w", err)
+	}
+	return hex.EncodeToString(arg.Key_spec.U[:unix.FSCRYPT_KEY_IDENTIFIER_SIZE]), nil
+}
+
+// removeKey removes the key with identifier id from the filesystem at mnt,
+// locking its files. A key that is not there is fine.
+func removeKey(mnt, id string) error {
+	raw, err := hex.DecodeString(id)
+	if err != nil || len(raw) != unix.FSCRYPT_KEY_IDENTIFIER_SIZE {
+		return fmt.Errorf("bad key identifier %q", id)
+	}
+	f, err := os.Open(mnt)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var arg unix.FscryptRemoveKeyArg
+	arg.Key_spec.Type = unix.FSCRYPT_KEY_SPEC_TYPE_IDENTIFIER
+	copy(arg.Key_spec.U[:], raw)
+	err = ioctlPtr(f, unix.FS_IOC_REMOVE_ENCRYPTION_KEY, unsafe.Pointer(&arg))
+	if errors.Is(err, unix.ENOKEY) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove fscrypt key: %w", err)
+	}
+	if arg.Removal_status_flags&unix.FSCRYPT_KEY_REMOVAL_STATUS_FLAG_FILES_BUSY != 0 {
+		return errors.New("remove fscrypt key: files are still open, they stay readable until closed")
+	}
+	return nil
+}
+
+// setPolicy encrypts the empty directory dir with a v2 policy: AES-256-XTS
+// for contents, AES-256-CTS for names, under the key with identifier id.
+func setPolicy(dir, id string) error {
+	raw, err := hex.DecodeString(id)
+	if err != nil || len(raw) != unix.FSCRYPT_KEY_IDENTIFIER_SIZE {
+		return fmt.Errorf("bad key identifier %q", id)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	p := unix.FscryptPolicyV2{
+		Version:                   unix.FSCRYPT_POLICY_V2,
+		Contents_encryption_mode:  unix.FSCRYPT_MODE_AES_256_XTS,
+		Filenames_encryption_mode: unix.FSCRYPT_MODE_AES_256_CTS,
+		Flags:                     unix.FSCRYPT_POLICY_FLAGS_PAD_32,
+	}
+	copy(p.Master_key_identifier[:], raw)
+	if err := ioctlPtr(f, unix.FS_IOC_SET_ENCRYPTION_POLICY, unsafe.Pointer(&p)); err != nil {
+		return fmt.Errorf("set fscrypt policy on %s: %w", dir, err)
+	}
+	return nil
+}
+
+func ioctlPtr(f *os.File, req uint, arg unsafe.Pointer) error {
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), uintptr(req), uintptr(arg))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}

@@ -1,0 +1,71 @@
+package crypt
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// requireGuest skips tests that need dm-crypt unless they run in the qemu
+// guest that make vmtest boots.
+func requireGuest(t *testing.T) {
+	t.Helper()
+	if os.Getenv("HOLDFAST_VM") != "1" {
+		t.Skip("needs the qemu guest (HOLDFAST_VM=1): the host kernel has no dm-crypt; make vmtest runs this")
+	}
+}
+
+// TestLUKSVolume runs the crypt suite with LUKS2 in the guest.
+func TestLUKSVolume(t *testing.T) {
+	requireGuest(t)
+	runSuite(t, EngineLUKS)
+}
+
+func TestLUKSHeader(t *testing.T) {
+	requireGuest(t)
+	r := newRig(t)
+	require.NoError(t, r.api.Create(&volume.CreateRequest{Name: "hdr", Options: map[string]string{"type": "crypt", "size": "64m"}}))
+	assert.Equal(t, EngineLUKS, r.status("hdr")["engine"], "auto picks LUKS where dm-crypt works")
+	out, err := exec.Command("cryptsetup", "luksDump", r.backing("hdr")).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	dump := string(out)
+	assert.Contains(t, dump, "Version:       \t2")
+	assert.Contains(t, dump, "aes-xts-plain64")
+	assert.Regexp(t, `Key:\s+512 bits`, dump)
+	assert.Regexp(t, `PBKDF:\s+pbkdf2`, dump)
+	r.requireLocked("hdr")
+
+	mp := r.mount("hdr", "a")
+	assert.FileExists(t, mappingPath("hdr"), "one mapping while mounted")
+	r.mount("hdr", "b")
+	loops, err := loopsOf(r.backing("hdr"))
+	require.NoError(t, err)
+	assert.Len(t, loops, 1, "all leases share one loop device")
+	require.NoError(t, os.WriteFile(filepath.Join(mp, "f"), []byte("x"), 0o600))
+	r.unmount("hdr", "a")
+	assert.FileExists(t, mappingPath("hdr"), "still open for the second lease")
+	r.unmount("hdr", "b")
+	r.requireLocked("hdr")
+}
+
+func TestLUKSWithXFS(t *testing.T) {
+	requireGuest(t)
+	r := newRig(t)
+	require.NoError(t, r.api.Create(&volume.CreateRequest{Name: "xfsvol", Options: map[string]string{"type": "crypt", "size": "320m", "fs": "xfs"}}))
+	mp := r.mount("xfsvol", "a")
+	require.NoError(t, os.WriteFile(filepath.Join(mp, "f"), pattern(), 0o600))
+	r.unmount("xfsvol", "a")
+	r.requireLocked("xfsvol")
+	mp = r.mount("xfsvol", "b")
+	got, err := os.ReadFile(filepath.Join(mp, "f"))
+	require.NoError(t, err)
+	assert.Equal(t, pattern(), got)
+	r.unmount("xfsvol", "b")
+	require.NoError(t, r.api.Remove(&volume.RemoveRequest{Name: "xfsvol"}))
+	r.requireLocked("xfsvol")
+}
