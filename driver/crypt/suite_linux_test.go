@@ -28,7 +28,7 @@ import (
 // rig is a driver with the crypt backend on the real kernel, behind the
 // request logger, whose log lines are kept for the secrets check.
 type rig struct {
-	t            *testing.T
+	t            testing.TB
 	root, keyDir string
 	logs         *bytes.Buffer
 	d            *driver.Driver
@@ -36,7 +36,7 @@ type rig struct {
 	statuses     []string
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: attaches loop devices and mounts filesystems (make test runs as root)")
