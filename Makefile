@@ -8,15 +8,21 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin/holdfast
 
-# Debian packages the tests use on the host.
-HOST_PKGS := e2fsprogs xfsprogs util-linux kmod
+# Debian packages holdfast and its host tests use: mkfs for crypt volumes,
+# cryptsetup where the kernel has dm-crypt, losetup for the tests.
+HOST_PKGS := e2fsprogs xfsprogs cryptsetup-bin util-linux kmod
 
-.PHONY: build run test unit lint deps clean
+# Packages whose tests need dm-crypt or the kernel NFS client: they run as
+# root in a qemu guest booting Debian's kernel (vmtest/).
+VMTEST_PKGS  ?= ./vmtest/selftest ./driver/crypt
+VMTEST_FLAGS ?= -v
+
+.PHONY: build run test unit vmtest bench lint deps clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/holdfast
 
-run: build
+run: deps build
 	@[ "$$(id -u)" = 0 ] || { echo "make run: holdfast mounts volumes and must run as root" >&2; exit 1; }
 	./$(BIN) $(ARGS)
 
@@ -27,7 +33,17 @@ deps:
 unit: deps
 	$(GO) test -count=1 ./...
 
-test: lint unit
+# in the guest: LUKS2 through real dm-crypt, NFS through the kernel client.
+vmtest:
+	VMTEST_PKGS="$(VMTEST_PKGS)" vmtest/build.sh $(VMTEST_FLAGS)
+
+test: lint unit vmtest
+
+# Benchmarks, never timed assertions: crypt against plain ext4 in one run,
+# on the host (fscrypt) and in the guest (LUKS2).
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 ./driver/crypt
+	VMTEST_PKGS=./driver/crypt vmtest/build.sh -run '^$$' -bench . -benchtime 3x
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
