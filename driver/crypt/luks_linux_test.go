@@ -69,3 +69,23 @@ func TestLUKSWithXFS(t *testing.T) {
 	require.NoError(t, r.api.Remove(&volume.RemoveRequest{Name: "xfsvol"}))
 	r.requireLocked("xfsvol")
 }
+
+func TestLUKSLeftoverMappingIsClosedAtStart(t *testing.T) {
+	requireGuest(t)
+	r := newRig(t)
+	require.NoError(t, r.api.Create(&volume.CreateRequest{Name: "crashy", Options: map[string]string{"type": "crypt", "size": "64m", "engine": "luks"}}))
+	// A crash after the mapping was opened, before the filesystem was mounted.
+	key, err := os.ReadFile(filepath.Join(r.keyDir, "crashy.key"))
+	require.NoError(t, err)
+	loop, err := attachLoop(r.backing("crashy"))
+	require.NoError(t, err)
+	_, err = luksOpen(t.Context(), "crashy", loop.Path, key)
+	require.NoError(t, err)
+	loop.Close()
+	require.FileExists(t, mappingPath("crashy"))
+	r.restart()
+	r.requireLocked("crashy")
+	r.mount("crashy", "a")
+	r.unmount("crashy", "a")
+	r.requireLocked("crashy")
+}
