@@ -17,7 +17,11 @@ type Backend interface {
 	// Create prepares the storage of a new volume. On error it must leave
 	// nothing behind.
 	Create(ctx context.Context, v *Volume) error
-	// Mount makes the volume available at v.Mountpoint.
+	// Mount makes the volume available at v.Mountpoint. v.Leases holds the
+	// leases taken before this Mount: when there are any, containers may
+	// still use an earlier mount that holdfast lost (a managed plugin
+	// restarts in a new mount namespace), and the backend must share that
+	// earlier mount's data or refuse; never present a second, diverging copy.
 	Mount(ctx context.Context, v *Volume) error
 	// Unmount undoes Mount.
 	Unmount(ctx context.Context, v *Volume) error

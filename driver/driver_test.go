@@ -413,17 +413,32 @@ func TestRestartUnmountsMountsWithoutLeases(t *testing.T) {
 	assert.Equal(t, false, r.status("tmp")["mounted"])
 }
 
-func TestRestartWithLeaseButNoMountRemountsLater(t *testing.T) {
+// A managed plugin restarts in a new mount namespace: its mounts are gone,
+// the containers keep theirs, and the leases stay.
+func TestRestartWithLeasesButMountGone(t *testing.T) {
 	r := newRig(t)
 	r.create("tmp", map[string]string{"type": "tmpfs"})
-	mp := r.mount("tmp", "a")
-	require.NoError(t, r.mounter.Unmount(mp, 0)) // someone unmounted it behind our back
+	r.create("dir", nil)
+	tmp := r.mount("tmp", "a")
+	dir := r.mount("dir", "a")
+	require.NoError(t, r.mounter.Unmount(tmp, 0))
+	require.NoError(t, r.mounter.Unmount(dir, 0))
 	r.restart(false)
 	st := r.status("tmp")
 	assert.Equal(t, false, st["mounted"])
 	assert.Equal(t, 1, st["leases"])
+
+	// A directory is shared again by a new bind mount.
+	r.mount("dir", "b")
+	assert.Contains(t, r.mounted(), dir)
+
+	// A new tmpfs would be empty and diverge from the one container a uses.
+	_, err := r.d.Mount(&volume.MountRequest{Name: "tmp", ID: "b"})
+	require.ErrorContains(t, err, "still used by 1 containers started before holdfast restarted")
+	assert.Equal(t, 1, r.status("tmp")["leases"], "the refused Mount took no lease")
+	r.unmount("tmp", "a")
 	r.mount("tmp", "b")
-	assert.Equal(t, map[string]string{mp: "tmpfs"}, r.mounted())
+	assert.Equal(t, "tmpfs", r.mounted()[tmp])
 }
 
 func TestRestartCompletesInterruptedRequests(t *testing.T) {

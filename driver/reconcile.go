@@ -79,9 +79,9 @@ func (d *Driver) adopt(v *Volume, mounted bool, log logrus.FieldLogger) error {
 	case mounted:
 		log.WithField("leases", len(v.Leases)).Info("adopted a volume still mounted")
 	case len(v.Leases) > 0 && before.Mounted:
-		log.Warn("volume has leases but is no longer mounted; it is mounted again at its next Mount")
+		log.Warn("volume has leases but is no longer mounted here (a restart in a new mount namespace?); containers keep their mounts, and the next Mount shares them where the type allows")
 	}
-	if !v.Mounted {
+	if !v.Mounted && len(v.Leases) == 0 {
 		d.recover(v, log)
 	}
 	if v.Mounted == before.Mounted && v.BootID == before.BootID && maps.Equal(v.Leases, before.Leases) {

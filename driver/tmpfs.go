@@ -30,8 +30,13 @@ func (t *Tmpfs) Parse(raw map[string]string) (map[string]string, error) {
 // Create has nothing to prepare: the tmpfs exists only while mounted.
 func (t *Tmpfs) Create(context.Context, *Volume) error { return nil }
 
-// Mount mounts a new tmpfs of the volume's size, owner and mode.
+// Mount mounts a new tmpfs of the volume's size, owner and mode. It
+// refuses while containers may still use an earlier tmpfs of the volume
+// that holdfast lost: a new one would be empty and diverge from it.
 func (t *Tmpfs) Mount(_ context.Context, v *Volume) error {
+	if n := len(v.Leases); n > 0 {
+		return fmt.Errorf("volume %s is still used by %d containers started before holdfast restarted, and its tmpfs lives on only inside them; stop those containers, then start this one again", v.Name, n)
+	}
 	data := fmt.Sprintf("size=%d,mode=%04o", Size(v.Options), ModeOf(v.Options, tmpfsMode))
 	for _, k := range []string{"uid", "gid"} {
 		if id, ok := v.Options[k]; ok {

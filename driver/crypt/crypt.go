@@ -186,16 +186,24 @@ func (b *Backend) format(ctx context.Context, v *driver.Volume, key []byte) erro
 	return b.teardown(ctx, v)
 }
 
-// open attaches the backing file and, for LUKS, opens the mapping. It
-// returns the device holding the filesystem and a func that drops this
-// process's hold on the loop device (which then lives as long as its user).
+// open returns the device holding the volume's filesystem, attaching the
+// backing file and, for LUKS, opening the mapping. A mapping or loop device
+// that is still there (containers started before holdfast restarted use the
+// filesystem on it) is used as it is: mounting it again shares that
+// filesystem, where a second device would mount the same image twice. The
+// returned func drops this process's hold on the loop device, which then
+// lives as long as its user.
 func (b *Backend) open(ctx context.Context, v *driver.Volume, key []byte) (string, func(), error) {
-	loop, err := attachLoop(backingFile(v))
+	luks := v.Info[infoEngine] == EngineLUKS
+	if _, err := os.Stat(mappingPath(v.Name)); luks && err == nil {
+		return mappingPath(v.Name), func() {}, nil
+	}
+	loop, err := b.loop(v)
 	if err != nil {
 		return "", nil, err
 	}
 	closeLoop := func() { loop.Close() }
-	if v.Info[infoEngine] != EngineLUKS {
+	if !luks {
 		return loop.Path, closeLoop, nil
 	}
 	dev, err := luksOpen(ctx, v.Name, loop.Path, key)
@@ -204,6 +212,23 @@ func (b *Backend) open(ctx context.Context, v *driver.Volume, key []byte) (strin
 		return "", nil, err
 	}
 	return dev, closeLoop, nil
+}
+
+// loop returns the loop device already attached to the backing file, or
+// attaches one.
+func (b *Backend) loop(v *driver.Volume) (*loopDev, error) {
+	devs, err := loopsOf(backingFile(v))
+	if err != nil {
+		return nil, err
+	}
+	if len(devs) > 0 {
+		f, err := os.OpenFile(devs[0], os.O_RDWR, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", devs[0], err)
+		}
+		return &loopDev{Path: devs[0], f: f}, nil
+	}
+	return attachLoop(backingFile(v))
 }
 
 func (b *Backend) mountFS(dev string, v *driver.Volume) error {
@@ -232,7 +257,7 @@ func (b *Backend) Mount(ctx context.Context, v *driver.Volume) (err error) {
 	defer clear(key)
 	defer func() {
 		if err != nil {
-			b.teardown(ctx, v)
+			b.undoMount(ctx, v)
 		}
 	}()
 	dev, closeLoop, err := b.open(ctx, v, key)
@@ -262,6 +287,17 @@ func (b *Backend) unlock(v *driver.Volume, key []byte) error {
 		return fmt.Errorf("%w: the key file of volume %s is not the key it was created with", errWrongKey, v.Name)
 	}
 	return nil
+}
+
+// undoMount takes down what a failed Mount set up. While containers from
+// before a restart may share the filesystem, it only drops holdfast's own
+// mount of it: the key and the devices are theirs too.
+func (b *Backend) undoMount(ctx context.Context, v *driver.Volume) {
+	if len(v.Leases) == 0 {
+		b.teardown(ctx, v)
+		return
+	}
+	driver.UnmountPath(b.Mounter, stagingDir(v))
 }
 
 // Unmount removes the bind mount and locks the volume again.

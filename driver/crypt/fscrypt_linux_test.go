@@ -10,6 +10,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // TestFscryptVolume runs the crypt suite with fscrypt on the host kernel.
@@ -93,4 +94,51 @@ func TestLeftoverLoopIsDetachedAtStart(t *testing.T) {
 	mp := r.mount("crashy", "a")
 	assert.DirExists(t, mp)
 	r.unmount("crashy", "a")
+}
+
+// A managed plugin restarts in a new mount namespace: holdfast's mounts are
+// gone, a container's mount keeps the filesystem alive. A new Mount must
+// share that filesystem, never mount the image a second time.
+func TestMountAfterRestartSharesTheLiveFilesystem(t *testing.T) {
+	testSharesLiveFilesystem(t, EngineFscrypt)
+}
+
+func testSharesLiveFilesystem(t *testing.T, engine string) {
+	r := newRig(t)
+	require.NoError(t, r.api.Create(&volume.CreateRequest{Name: "shared", Options: map[string]string{"type": "crypt", "size": "40m", "engine": engine}}))
+	mp := r.mount("shared", "a")
+	require.NoError(t, os.WriteFile(filepath.Join(mp, "from-a"), []byte("a"), 0o600))
+	container := filepath.Join(t.TempDir(), "container")
+	require.NoError(t, os.Mkdir(container, 0o755))
+	require.NoError(t, unix.Mount(mp, container, "", unix.MS_BIND, ""))
+	t.Cleanup(func() { unix.Unmount(container, unix.MNT_DETACH) })
+	// The plugin's namespace goes away: its mounts vanish, the container's stays.
+	require.NoError(t, unix.Unmount(mp, unix.MNT_DETACH))
+	require.NoError(t, unix.Unmount(stagingDirOf(r, "shared"), unix.MNT_DETACH))
+	r.restart()
+	assert.Equal(t, 1, r.status("shared")["leases"])
+
+	mp = r.mount("shared", "b")
+	got, err := os.ReadFile(filepath.Join(mp, "from-a"))
+	require.NoError(t, err)
+	assert.Equal(t, "a", string(got))
+	require.NoError(t, os.WriteFile(filepath.Join(mp, "from-b"), []byte("b"), 0o600))
+	got, err = os.ReadFile(filepath.Join(container, "from-b"))
+	require.NoError(t, err, "the earlier container sees the new one's writes: one filesystem")
+	assert.Equal(t, "b", string(got))
+	loops, err := loopsOf(r.backing("shared"))
+	require.NoError(t, err)
+	assert.Len(t, loops, 1, "the image is attached once")
+
+	r.unmount("shared", "b")
+	require.NoError(t, unix.Unmount(container, 0))
+	r.unmount("shared", "a")
+	r.requireLocked("shared")
+	mp = r.mount("shared", "c")
+	assert.FileExists(t, filepath.Join(mp, "from-b"), "nothing lost")
+	r.unmount("shared", "c")
+}
+
+func stagingDirOf(r *rig, name string) string {
+	return filepath.Join(r.root, "volumes", name, "fs")
 }

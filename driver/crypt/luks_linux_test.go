@@ -89,3 +89,8 @@ func TestLUKSLeftoverMappingIsClosedAtStart(t *testing.T) {
 	r.unmount("crashy", "a")
 	r.requireLocked("crashy")
 }
+
+func TestLUKSMountAfterRestartSharesTheLiveFilesystem(t *testing.T) {
+	requireGuest(t)
+	testSharesLiveFilesystem(t, EngineLUKS)
+}
