@@ -139,7 +139,8 @@ func (c *config) validate() error {
 
 func newLogger(c *config) *logrus.Logger {
 	log := logrus.New()
-	log.SetOutput(os.Stderr)
+	// stdout: dockerd logs a managed plugin's stderr as errors.
+	log.SetOutput(os.Stdout)
 	level, _ := logrus.ParseLevel(c.logLevel)
 	log.SetLevel(level)
 	if c.logFormat == "json" {

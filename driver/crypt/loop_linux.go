@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -76,20 +75,33 @@ func openLoop(path string, n int) (*os.File, error) {
 // Close drops this process's hold on the device.
 func (l *loopDev) Close() error { return l.f.Close() }
 
-// loopsOf lists the loop devices whose backing file is file, from sysfs.
+// loopsOf lists the loop devices whose backing file is file. It compares
+// device and inode numbers, not paths: a device attached by an earlier
+// holdfast in another mount namespace (a managed plugin before a restart)
+// shows a path that means nothing here.
 func loopsOf(file string) ([]string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(file, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("stat %s: %w", file, err)
+	}
 	paths, err := filepath.Glob("/sys/block/loop*/loop/backing_file")
 	if err != nil {
 		return nil, err
 	}
 	var devs []string
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
+		dev := "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(p)))
+		f, err := os.Open(dev)
 		if err != nil {
 			continue // detached meanwhile
 		}
-		if strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)") == file {
-			devs = append(devs, "/dev/"+filepath.Base(filepath.Dir(filepath.Dir(p))))
+		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+		f.Close()
+		if err == nil && info.Device == st.Dev && info.Inode == st.Ino {
+			devs = append(devs, dev)
 		}
 	}
 	return devs, nil
