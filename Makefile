@@ -17,7 +17,10 @@ HOST_PKGS := e2fsprogs xfsprogs cryptsetup-bin util-linux kmod
 VMTEST_PKGS  ?= ./vmtest/selftest ./driver/crypt
 VMTEST_FLAGS ?= -v
 
-.PHONY: build run test unit vmtest bench lint deps clean
+# Name of the managed plugin `make plugin` creates.
+PLUGIN ?= holdfast
+
+.PHONY: build run test unit vmtest e2e plugin plugin-enable bench lint deps clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/holdfast
@@ -37,7 +40,19 @@ unit: deps
 vmtest:
 	VMTEST_PKGS="$(VMTEST_PKGS)" vmtest/build.sh $(VMTEST_FLAGS)
 
-test: lint unit vmtest
+# Real dockerd (installed and started when absent): every scenario against
+# the managed plugin and the legacy daemon, compose and a Swarm stack.
+e2e:
+	e2e/run.sh
+
+test: lint unit vmtest e2e
+
+# The managed (v2) plugin: plugin/rootfs plus the top-level config.json.
+plugin: build
+	plugin/build.sh $(PLUGIN)
+
+plugin-enable: build
+	plugin/build.sh --enable $(PLUGIN)
 
 # Benchmarks, never timed assertions: crypt against plain ext4 in one run,
 # on the host (fscrypt) and in the guest (LUKS2).
