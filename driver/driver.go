@@ -458,12 +458,9 @@ func (d *Driver) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &volume.GetResponse{Volume: &volume.Volume{
-		Name:       v.Name,
-		Mountpoint: mountpoint(v),
-		CreatedAt:  v.CreatedAt.Format(time.RFC3339),
-		Status:     d.status(v),
-	}}, nil
+	res := apiVolume(v)
+	res.Status = d.status(v)
+	return &volume.GetResponse{Volume: res}, nil
 }
 
 // List lists the volumes from the state alone.
@@ -476,11 +473,7 @@ func (d *Driver) List() (*volume.ListResponse, error) {
 		if v == nil || v.Phase != PhaseReady {
 			continue
 		}
-		vols = append(vols, &volume.Volume{
-			Name:       v.Name,
-			Mountpoint: mountpoint(v),
-			CreatedAt:  v.CreatedAt.Format(time.RFC3339),
-		})
+		vols = append(vols, apiVolume(v))
 	}
 	return &volume.ListResponse{Volumes: vols}, nil
 }
@@ -504,6 +497,12 @@ func (d *Driver) get(name string) (*Volume, error) {
 	return e.vol.clone(), nil
 }
 
+// apiVolume describes v for Get and List.
+func apiVolume(v *Volume) *volume.Volume {
+	return &volume.Volume{Name: v.Name, Mountpoint: mountpoint(v), CreatedAt: v.CreatedAt.Format(time.RFC3339)}
+}
+
+// mountpoint is where v is mounted, or "" while it is not.
 func mountpoint(v *Volume) string {
 	if v.Mounted {
 		return v.Mountpoint

@@ -27,11 +27,6 @@ func addKey(mnt string, key []byte) (string, error) {
 	if len(key) != fscryptKeySize {
 		return "", fmt.Errorf("fscrypt key must be %d bytes", fscryptKeySize)
 	}
-	f, err := os.Open(mnt)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
 	// struct fscrypt_add_key_arg is followed by the raw key.
 	hdr := int(unsafe.Sizeof(unix.FscryptAddKeyArg{}))
 	buf := make([]byte, hdr+len(key))
@@ -40,7 +35,7 @@ func addKey(mnt string, key []byte) (string, error) {
 	arg.Key_spec.Type = unix.FSCRYPT_KEY_SPEC_TYPE_IDENTIFIER
 	arg.Raw_size = uint32(len(key))
 	copy(buf[hdr:], key)
-	err = ioctlPtr(f, unix.FS_IOC_ADD_ENCRYPTION_KEY, unsafe.Pointer(&buf[0]))
+	err := ioctlAt(mnt, unix.FS_IOC_ADD_ENCRYPTION_KEY, unsafe.Pointer(&buf[0]))
 	if errors.Is(err, unix.ENOENT) {
 		return "", fmt.Errorf("add fscrypt key: %w (the kernel lacks a crypto algorithm fscrypt needs: load the hmac, sha512, xts, cts and aes modules)", err)
 	}
@@ -53,19 +48,14 @@ func addKey(mnt string, key []byte) (string, error) {
 // removeKey removes the key with identifier id from the filesystem at mnt,
 // locking its files. A key that is not there is fine.
 func removeKey(mnt, id string) error {
-	raw, err := hex.DecodeString(id)
-	if err != nil || len(raw) != unix.FSCRYPT_KEY_IDENTIFIER_SIZE {
-		return fmt.Errorf("bad key identifier %q", id)
-	}
-	f, err := os.Open(mnt)
+	raw, err := decodeKeyID(id)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
 	var arg unix.FscryptRemoveKeyArg
 	arg.Key_spec.Type = unix.FSCRYPT_KEY_SPEC_TYPE_IDENTIFIER
-	copy(arg.Key_spec.U[:], raw)
-	err = ioctlPtr(f, unix.FS_IOC_REMOVE_ENCRYPTION_KEY, unsafe.Pointer(&arg))
+	copy(arg.Key_spec.U[:], raw[:])
+	err = ioctlAt(mnt, unix.FS_IOC_REMOVE_ENCRYPTION_KEY, unsafe.Pointer(&arg))
 	if errors.Is(err, unix.ENOKEY) {
 		return nil
 	}
@@ -81,29 +71,40 @@ func removeKey(mnt, id string) error {
 // setPolicy encrypts the empty directory dir with a v2 policy: AES-256-XTS
 // for contents, AES-256-CTS for names, under the key with identifier id.
 func setPolicy(dir, id string) error {
-	raw, err := hex.DecodeString(id)
-	if err != nil || len(raw) != unix.FSCRYPT_KEY_IDENTIFIER_SIZE {
-		return fmt.Errorf("bad key identifier %q", id)
-	}
-	f, err := os.Open(dir)
+	raw, err := decodeKeyID(id)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
 	p := unix.FscryptPolicyV2{
 		Version:                   unix.FSCRYPT_POLICY_V2,
 		Contents_encryption_mode:  unix.FSCRYPT_MODE_AES_256_XTS,
 		Filenames_encryption_mode: unix.FSCRYPT_MODE_AES_256_CTS,
 		Flags:                     unix.FSCRYPT_POLICY_FLAGS_PAD_32,
 	}
-	copy(p.Master_key_identifier[:], raw)
-	if err := ioctlPtr(f, unix.FS_IOC_SET_ENCRYPTION_POLICY, unsafe.Pointer(&p)); err != nil {
+	p.Master_key_identifier = raw
+	if err := ioctlAt(dir, unix.FS_IOC_SET_ENCRYPTION_POLICY, unsafe.Pointer(&p)); err != nil {
 		return fmt.Errorf("set fscrypt policy on %s: %w", dir, err)
 	}
 	return nil
 }
 
-func ioctlPtr(f *os.File, req uint, arg unsafe.Pointer) error {
+// decodeKeyID parses a key identifier as addKey returns it.
+func decodeKeyID(id string) (raw [unix.FSCRYPT_KEY_IDENTIFIER_SIZE]byte, err error) {
+	b, err := hex.DecodeString(id)
+	if err != nil || len(b) != len(raw) {
+		return raw, fmt.Errorf("bad key identifier %q", id)
+	}
+	copy(raw[:], b)
+	return raw, nil
+}
+
+// ioctlAt issues an ioctl with a pointer argument on the file at path.
+func ioctlAt(path string, req uint, arg unsafe.Pointer) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), uintptr(req), uintptr(arg))
 	if errno != 0 {
 		return errno
