@@ -14,12 +14,14 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/docker/go-units"
 	"github.com/sirupsen/logrus"
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
+	"github.com/holdfast/holdfast/driver/nfs"
 	"github.com/holdfast/holdfast/server"
 )
 
@@ -30,6 +32,7 @@ type config struct {
 	socket, socketGroup, root, mountRoot string
 	scope, logLevel, logFormat           string
 	tmpfsSize, keyDir                    string
+	nfsTimeout                           time.Duration
 	showVersion                          bool
 }
 
@@ -70,6 +73,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&c.tmpfsSize, "tmpfs-size", "64m", "default `size` of tmpfs volumes, in Docker's size syntax (512k, 100m, 1g)")
 	fs.StringVar(&c.keyDir, "key-dir", "/etc/holdfast/keys", "`directory` of crypt volume keys (0700); never inside --root, so a copy of the data carries no keys")
+	fs.DurationVar(&c.nfsTimeout, "nfs-timeout", nfs.DefaultTimeout, "`duration` bounding each NFS mount and unmount (name lookup and every version tried), 1s to 100s: inside dockerd's 2-minute limit")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -131,6 +135,9 @@ func (c *config) validate() error {
 			return fmt.Errorf("%s %q: want an absolute path", flagName(flag), dir)
 		}
 	}
+	if c.nfsTimeout < time.Second || c.nfsTimeout > 100*time.Second {
+		return fmt.Errorf("%s %v: want 1s to 100s", flagName("nfs-timeout"), c.nfsTimeout)
+	}
 	if rel, err := filepath.Rel(c.root, c.keyDir); err == nil && !strings.HasPrefix(rel, "..") {
 		return fmt.Errorf("%s %q is inside --root %q: keep keys apart from the data they unlock", flagName("key-dir"), c.keyDir, c.root)
 	}
@@ -187,9 +194,12 @@ func run(c *config) error {
 		Mounter:   mounter,
 		Log:       log,
 		Backends: map[string]driver.Backend{
-			"local": &driver.Local{Mounter: mounter},
-			"tmpfs": &driver.Tmpfs{Mounter: mounter, DefaultSize: c.tmpfsSize},
-			"crypt": &crypt.Backend{Mounter: mounter, KeyDir: c.keyDir},
+			"local":     &driver.Local{Mounter: mounter},
+			"tmpfs":     &driver.Tmpfs{Mounter: mounter, DefaultSize: c.tmpfsSize},
+			"crypt":     &crypt.Backend{Mounter: mounter, KeyDir: c.keyDir},
+			nfs.TypeNFS: nfs.New(mounter, c.nfsTimeout, log.WithField("type", nfs.TypeNFS)),
+			nfs.TypeNFS4: &nfs.Backend{Mounter: mounter, Timeout: c.nfsTimeout, Type: nfs.TypeNFS4,
+				Log: log.WithField("type", nfs.TypeNFS4)},
 		},
 	})
 	if errors.Is(err, driver.ErrLocked) {

@@ -222,7 +222,7 @@ func TestFlags(t *testing.T) {
 
 	out, err = exec.Command(binary, "--help").CombinedOutput()
 	require.NoError(t, err)
-	for _, flag := range []string{"-socket", "-socket-group", "-root", "-mount-root", "-scope", "-log-level", "-log-format", "-tmpfs-size", "-version", "HOLDFAST_"} {
+	for _, flag := range []string{"-socket", "-socket-group", "-root", "-mount-root", "-scope", "-log-level", "-log-format", "-tmpfs-size", "-key-dir", "-nfs-timeout", "-version", "HOLDFAST_"} {
 		assert.Contains(t, string(out), flag)
 	}
 
@@ -239,6 +239,9 @@ func TestFlags(t *testing.T) {
 		{nil, "HOLDFAST_TMPFS_SIZE=huge", "--tmpfs-size (HOLDFAST_TMPFS_SIZE) \"huge\""},
 		{[]string{"--root", "relative"}, "", "want an absolute path"},
 		{[]string{"--bogus"}, "", "flag provided but not defined: -bogus"},
+		{[]string{"--nfs-timeout", "5m"}, "", "--nfs-timeout (HOLDFAST_NFS_TIMEOUT) 5m0s: want 1s to 100s"},
+		{nil, "HOLDFAST_NFS_TIMEOUT=soon", `HOLDFAST_NFS_TIMEOUT="soon"`},
+		{[]string{"--root", "/srv/hf", "--key-dir", "/srv/hf/keys"}, "", "is inside --root"},
 		{[]string{"extra"}, "", `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {
