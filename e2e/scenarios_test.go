@@ -30,6 +30,7 @@ var scenarios = []scenario{
 	{"prune", testPrune},
 	{"tmpfs", testTmpfs},
 	{"crypt", testCrypt},
+	{"nfs", testNFS},
 	{"plugin-restart", testPluginRestart},
 	{"plugin-restart-shared", testPluginRestartShared},
 	{"dockerd-restart", testDockerdRestart},
@@ -340,6 +341,31 @@ func testTmpfs(t *testing.T, f *fixture) {
 	if got := runC(t, []string{"-v", vol + ":/data"}, "ls", "-A", "/data"); got != "" {
 		t.Errorf("tmpfs still holds %q after its last container exited", got)
 	}
+}
+
+// An NFS volume on a host without an NFS client (this machine's kind):
+// create succeeds, a container start fails with the plugin's "no NFS
+// client" error, and nothing is left: no lease, no mount. Real NFS mounts
+// are tested in the guest (make vmtest), where the kernel has a client.
+func testNFS(t *testing.T, f *fixture) {
+	if hasNFSClient() {
+		t.Skip("the host kernel has an NFS client; this scenario checks the error on hosts without one, and make vmtest tests real NFS mounts")
+	}
+	vol := f.volume(t, "nfs", "--opt", "type=nfs", "--opt", "o=addr=127.0.0.1,vers=3", "--opt", "device=:/export")
+	wantStatus(t, vol, "type", "nfs", "mounted", "false", "leases", "0")
+	out := runCFails(t, []string{"-v", vol + ":/data"}, "true")
+	if !strings.Contains(out, "this kernel has no NFS client") {
+		t.Errorf("docker run on an NFS volume without a kernel client: %s; want the plugin's \"no NFS client\" error", out)
+	}
+	wantStatus(t, vol, "mounted", "false", "leases", "0")
+}
+
+// hasNFSClient reports whether the host kernel can mount NFS.
+func hasNFSClient() bool {
+	b, err := os.ReadFile("/proc/filesystems")
+	return err == nil && slices.ContainsFunc(strings.Split(string(b), "\n"), func(l string) bool {
+		return strings.TrimSpace(strings.TrimPrefix(l, "nodev")) == "nfs"
+	})
 }
 
 // cryptOpts are the options of the crypt scenario's volume: "type=crypt
