@@ -114,9 +114,10 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	if err := ValidateName(req.Name); err != nil {
 		return err
 	}
+	// dockerd prefixes Create errors with "create NAME:" itself.
 	typ, b, opts, err := d.parse(req.Options)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", req.Name, err)
+		return err
 	}
 	e := d.lockEntry(req.Name)
 	defer e.op.Unlock()
@@ -126,7 +127,7 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	v := d.newVolume(req.Name, typ, opts)
 	if err := d.create(b, v); err != nil {
 		d.forget(req.Name, e)
-		return fmt.Errorf("create %s: %w", req.Name, err)
+		return err
 	}
 	d.setRecord(e, v)
 	return nil
