@@ -267,8 +267,8 @@ func newLegacy(t *testing.T) *fixture {
 	l := &legacy{
 		socket:  "/run/docker/plugins/" + legacyName + ".sock",
 		logPath: filepath.Join(workDir, "legacy.log"),
-		// --key-dir comes as an environment variable: flags the binary does
-		// not know yet would stop it.
+		// --key-dir as HOLDFAST_KEY_DIR: the environment is how the managed
+		// plugin is configured, so the legacy suite exercises it too.
 		env: []string{"HOLDFAST_KEY_DIR=" + keys},
 	}
 	l.args = []string{"--socket", l.socket, "--root", root, "--mount-root", mounts, "--log-level", "debug"}
