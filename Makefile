@@ -32,9 +32,10 @@ run: deps build
 deps:
 	@hack/deps.sh $(HOST_PKGS)
 
-# unit tests and the privileged integration tests on the host (as root).
+# unit tests and the privileged integration tests on the host (as root),
+# with the race detector.
 unit: deps
-	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 ./...
 
 # in the guest: LUKS2 through real dm-crypt, NFS through the kernel client.
 vmtest:

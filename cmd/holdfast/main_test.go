@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,13 +39,31 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // proc is one running holdfast process.
 type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	root   string
 	sock   string
-	out    *bytes.Buffer
+	out    *syncBuffer
 	client *plugintest.Client
 }
 
@@ -70,7 +89,7 @@ func startProc(t *testing.T, root string, args ...string) *proc {
 func launch(t *testing.T, root string, args ...string) *proc {
 	t.Helper()
 	sock := filepath.Join(root, "holdfast.sock")
-	p := &proc{t: t, root: root, sock: sock, out: &bytes.Buffer{}, client: plugintest.NewClient(sock)}
+	p := &proc{t: t, root: root, sock: sock, out: &syncBuffer{}, client: plugintest.NewClient(sock)}
 	p.cmd = exec.Command(binary, append([]string{"--root", root, "--socket", sock}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	require.NoError(t, p.cmd.Start())
@@ -263,7 +282,7 @@ func TestEnvironmentConfiguresTheDaemon(t *testing.T) {
 	cmd := exec.Command(binary)
 	cmd.Env = append(os.Environ(), "HOLDFAST_ROOT="+root, "HOLDFAST_SOCKET="+sock,
 		"HOLDFAST_MOUNT_ROOT="+mroot, "HOLDFAST_SCOPE=global", "HOLDFAST_TMPFS_SIZE=2m", "HOLDFAST_LOG_FORMAT=json")
-	out := &bytes.Buffer{}
+	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
