@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/holdfast/holdfast/driver"
 )
 
@@ -194,19 +196,25 @@ func (b *Backend) format(ctx context.Context, v *driver.Volume, key []byte) erro
 // returned func drops this process's hold on the loop device, which then
 // lives as long as its user.
 func (b *Backend) open(ctx context.Context, v *driver.Volume, key []byte) (string, func(), error) {
-	luks := v.Info[infoEngine] == EngineLUKS
-	if _, err := os.Stat(mappingPath(v.Name)); luks && err == nil {
-		return mappingPath(v.Name), func() {}, nil
+	var mapping string
+	if v.Info[infoEngine] == EngineLUKS {
+		var err error
+		if mapping, err = mappingName(v.Name, backingFile(v)); err != nil {
+			return "", nil, err
+		}
+		if _, err := os.Stat(mappingPath(mapping)); err == nil {
+			return mappingPath(mapping), func() {}, nil
+		}
 	}
 	loop, err := b.loop(v)
 	if err != nil {
 		return "", nil, err
 	}
 	closeLoop := func() { loop.Close() }
-	if !luks {
+	if mapping == "" {
 		return loop.Path, closeLoop, nil
 	}
-	dev, err := luksOpen(ctx, v.Name, loop.Path, key)
+	dev, err := luksOpen(ctx, mapping, loop.Path, key)
 	if err != nil {
 		closeLoop()
 		return "", nil, err
@@ -328,7 +336,13 @@ func (b *Backend) teardown(ctx context.Context, v *driver.Volume) error {
 		errs = append(errs, driver.UnmountPath(b.Mounter, stagingDir(v)))
 	}
 	if v.Info[infoEngine] == EngineLUKS {
-		errs = append(errs, luksClose(ctx, v.Name))
+		name, err := mappingName(v.Name, backingFile(v))
+		if err == nil {
+			err = luksClose(ctx, name)
+		} else if errors.Is(err, unix.ENOENT) {
+			err = nil // no backing file, no mapping
+		}
+		errs = append(errs, err)
 	}
 	errs = append(errs, detachLoops(backingFile(v)))
 	if err := errors.Join(errs...); err != nil {

@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // LUKS2 parameters. Keys are 64 random bytes, so a slow KDF adds nothing
@@ -36,17 +38,23 @@ func luksAvailable() error {
 	return nil
 }
 
-// mappingName is the device-mapper name of a volume's LUKS mapping; dm
-// names are shorter than volume names may be.
-func mappingName(volume string) string {
-	if len(volume) <= 100 {
-		return "holdfast-" + volume
+// mappingName is the device-mapper name of the LUKS mapping of a volume
+// whose backing file is file: the volume's name, shortened (dm names have
+// at most 127 bytes), and the file's identity, so that two holdfast
+// instances on one host never share the mapping of same-named volumes.
+func mappingName(volume, file string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(file, &st); err != nil {
+		return "", fmt.Errorf("stat backing file: %w", err)
 	}
-	sum := sha256.Sum256([]byte(volume))
-	return "holdfast-" + volume[:80] + "-" + hex.EncodeToString(sum[:8])
+	sum := sha256.Sum256(fmt.Appendf(nil, "%d:%d", st.Dev, st.Ino))
+	if len(volume) > 100 {
+		volume = volume[:100]
+	}
+	return "holdfast-" + volume + "-" + hex.EncodeToString(sum[:4]), nil
 }
 
-func mappingPath(volume string) string { return "/dev/mapper/" + mappingName(volume) }
+func mappingPath(name string) string { return "/dev/mapper/" + name }
 
 // cryptsetup runs cryptsetup with the key on stdin, never in argv.
 func cryptsetup(ctx context.Context, key []byte, args ...string) error {
@@ -71,18 +79,18 @@ func luksFormat(ctx context.Context, file string, key []byte) error {
 	return cryptsetup(ctx, key, slices.Concat(luksFormatArgs, []string{file})...)
 }
 
-// luksOpen maps dev as the volume's decrypted device and returns its path.
-func luksOpen(ctx context.Context, volume, dev string, key []byte) (string, error) {
-	if err := cryptsetup(ctx, key, "open", "--type", "luks2", "--key-file", "-", dev, mappingName(volume)); err != nil {
+// luksOpen maps dev as the decrypted device name and returns its path.
+func luksOpen(ctx context.Context, name, dev string, key []byte) (string, error) {
+	if err := cryptsetup(ctx, key, "open", "--type", "luks2", "--key-file", "-", dev, name); err != nil {
 		return "", err
 	}
-	return mappingPath(volume), nil
+	return mappingPath(name), nil
 }
 
-// luksClose removes the volume's mapping if it exists.
-func luksClose(ctx context.Context, volume string) error {
-	if _, err := os.Stat(mappingPath(volume)); errors.Is(err, os.ErrNotExist) {
+// luksClose removes the mapping name if it exists.
+func luksClose(ctx context.Context, name string) error {
+	if _, err := os.Stat(mappingPath(name)); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	return cryptsetup(ctx, nil, "close", mappingName(volume))
+	return cryptsetup(ctx, nil, "close", name)
 }

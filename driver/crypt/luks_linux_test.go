@@ -41,14 +41,14 @@ func TestLUKSHeader(t *testing.T) {
 	r.requireLocked("hdr")
 
 	mp := r.mount("hdr", "a")
-	assert.FileExists(t, mappingPath("hdr"), "one mapping while mounted")
+	assert.Len(t, r.mappings("hdr"), 1, "one mapping while mounted")
 	r.mount("hdr", "b")
 	loops, err := loopsOf(r.backing("hdr"))
 	require.NoError(t, err)
 	assert.Len(t, loops, 1, "all leases share one loop device")
 	require.NoError(t, os.WriteFile(filepath.Join(mp, "f"), []byte("x"), 0o600))
 	r.unmount("hdr", "a")
-	assert.FileExists(t, mappingPath("hdr"), "still open for the second lease")
+	assert.Len(t, r.mappings("hdr"), 1, "still open for the second lease")
 	r.unmount("hdr", "b")
 	r.requireLocked("hdr")
 }
@@ -79,10 +79,12 @@ func TestLUKSLeftoverMappingIsClosedAtStart(t *testing.T) {
 	require.NoError(t, err)
 	loop, err := attachLoop(r.backing("crashy"))
 	require.NoError(t, err)
-	_, err = luksOpen(t.Context(), "crashy", loop.Path, key)
+	name, err := mappingName("crashy", r.backing("crashy"))
+	require.NoError(t, err)
+	_, err = luksOpen(t.Context(), name, loop.Path, key)
 	require.NoError(t, err)
 	loop.Close()
-	require.FileExists(t, mappingPath("crashy"))
+	require.Len(t, r.mappings("crashy"), 1)
 	r.restart()
 	r.requireLocked("crashy")
 	r.mount("crashy", "a")
@@ -93,4 +95,26 @@ func TestLUKSLeftoverMappingIsClosedAtStart(t *testing.T) {
 func TestLUKSMountAfterRestartSharesTheLiveFilesystem(t *testing.T) {
 	requireGuest(t)
 	testSharesLiveFilesystem(t, EngineLUKS)
+}
+
+// Two holdfast instances on one host (their own --root and --key-dir) may
+// both have a volume "db": each keeps its own mapping and data.
+func TestLUKSSameNameInTwoInstances(t *testing.T) {
+	requireGuest(t)
+	one, two := newRig(t), newRig(t)
+	for i, r := range []*rig{one, two} {
+		require.NoError(t, r.api.Create(&volume.CreateRequest{Name: "db", Options: map[string]string{"type": "crypt", "size": "40m"}}))
+		mp := r.mount("db", "a")
+		require.NoError(t, os.WriteFile(filepath.Join(mp, "who"), []byte{byte('1' + i)}, 0o600))
+	}
+	assert.Len(t, one.mappings("db"), 2, "two mappings, one per instance")
+	for i, r := range []*rig{one, two} {
+		got, err := os.ReadFile(filepath.Join(r.root, "mounts", "db", "who"))
+		require.NoError(t, err)
+		assert.Equal(t, []byte{byte('1' + i)}, got)
+	}
+	one.unmount("db", "a")
+	assert.Len(t, two.mappings("db"), 1, "the other instance's mapping stays open")
+	two.unmount("db", "a")
+	assert.Empty(t, one.mappings("db"))
 }

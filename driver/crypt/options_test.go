@@ -1,6 +1,8 @@
 package crypt
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -58,8 +60,25 @@ func TestParseRefusesKeyMaterial(t *testing.T) {
 }
 
 func TestMappingName(t *testing.T) {
-	assert.Equal(t, "holdfast-db", mappingName("db"))
-	a, b := mappingName("a"+strings.Repeat("b", 254)), mappingName("a"+strings.Repeat("c", 254))
-	assert.LessOrEqual(t, len(a), 127, "device-mapper names are at most 127 bytes")
-	assert.NotEqual(t, a, b)
+	dir := t.TempDir()
+	file := func(name string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, nil, 0o600))
+		return p
+	}
+	one, two := file("one"), file("two")
+	a, err := mappingName("db", one)
+	require.NoError(t, err)
+	b, err := mappingName("db", two)
+	require.NoError(t, err)
+	assert.Regexp(t, `^holdfast-db-[0-9a-f]{8}$`, a)
+	assert.NotEqual(t, a, b, "same-named volumes of two instances get their own mappings")
+	again, err := mappingName("db", one)
+	require.NoError(t, err)
+	assert.Equal(t, a, again, "stable for one backing file")
+	long, err := mappingName("a"+strings.Repeat("b", 254), one)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, len(long), 127, "device-mapper names are at most 127 bytes")
+	_, err = mappingName("db", filepath.Join(dir, "missing"))
+	assert.Error(t, err)
 }

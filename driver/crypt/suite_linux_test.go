@@ -113,7 +113,14 @@ func (r *rig) requireLocked(name string) {
 	assert.Empty(r.t, loops, "no loop device left")
 	out, _ := exec.Command("losetup", "-a").CombinedOutput()
 	assert.NotContains(r.t, string(out), r.backing(name), "losetup -a")
-	assert.NoFileExists(r.t, mappingPath(name), "no device-mapper mapping left")
+	assert.Empty(r.t, r.mappings(name), "no device-mapper mapping left")
+}
+
+// mappings lists the device-mapper mappings of volume name.
+func (r *rig) mappings(name string) []string {
+	m, err := filepath.Glob("/dev/mapper/holdfast-" + name + "-*")
+	require.NoError(r.t, err)
+	return m
 }
 
 // pattern is 1 MiB of reproducible pseudo-random bytes.
