@@ -9,25 +9,18 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-)
 
-// requireGuest skips tests that need dm-crypt unless they run in the qemu
-// guest that make vmtest boots.
-func requireGuest(t *testing.T) {
-	t.Helper()
-	if os.Getenv("HOLDFAST_VM") != "1" {
-		t.Skip("needs the qemu guest (HOLDFAST_VM=1): the host kernel has no dm-crypt; make vmtest runs this")
-	}
-}
+	"github.com/holdfast/holdfast/internal/guest"
+)
 
 // TestLUKSVolume runs the crypt suite with LUKS2 in the guest.
 func TestLUKSVolume(t *testing.T) {
-	requireGuest(t)
+	guest.Require(t, "dm-crypt")
 	runSuite(t, EngineLUKS)
 }
 
 func TestLUKSHeader(t *testing.T) {
-	requireGuest(t)
+	guest.Require(t, "dm-crypt")
 	r := newRig(t)
 	require.NoError(t, r.api.Create(&volume.CreateRequest{Name: "hdr", Options: map[string]string{"type": "crypt", "size": "64m"}}))
 	assert.Equal(t, EngineLUKS, r.status("hdr")["engine"], "auto picks LUKS where dm-crypt works")
@@ -54,7 +47,7 @@ func TestLUKSHeader(t *testing.T) {
 }
 
 func TestLUKSWithXFS(t *testing.T) {
-	requireGuest(t)
+	guest.Require(t, "dm-crypt")
 	r := newRig(t)
 	require.NoError(t, r.api.Create(&volume.CreateRequest{Name: "xfsvol", Options: map[string]string{"type": "crypt", "size": "320m", "fs": "xfs"}}))
 	mp := r.mount("xfsvol", "a")
@@ -71,7 +64,7 @@ func TestLUKSWithXFS(t *testing.T) {
 }
 
 func TestLUKSLeftoverMappingIsClosedAtStart(t *testing.T) {
-	requireGuest(t)
+	guest.Require(t, "dm-crypt")
 	r := newRig(t)
 	require.NoError(t, r.api.Create(&volume.CreateRequest{Name: "crashy", Options: map[string]string{"type": "crypt", "size": "64m", "engine": "luks"}}))
 	// A crash after the mapping was opened, before the filesystem was mounted.
@@ -93,14 +86,14 @@ func TestLUKSLeftoverMappingIsClosedAtStart(t *testing.T) {
 }
 
 func TestLUKSMountAfterRestartSharesTheLiveFilesystem(t *testing.T) {
-	requireGuest(t)
+	guest.Require(t, "dm-crypt")
 	testSharesLiveFilesystem(t, EngineLUKS)
 }
 
 // Two holdfast instances on one host (their own --root and --key-dir) may
 // both have a volume "db": each keeps its own mapping and data.
 func TestLUKSSameNameInTwoInstances(t *testing.T) {
-	requireGuest(t)
+	guest.Require(t, "dm-crypt")
 	one, two := newRig(t), newRig(t)
 	for i, r := range []*rig{one, two} {
 		require.NoError(t, r.api.Create(&volume.CreateRequest{Name: "db", Options: map[string]string{"type": "crypt", "size": "40m"}}))

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/internal/guest"
 	"github.com/holdfast/holdfast/internal/nfstest"
 )
 
@@ -29,16 +30,9 @@ import (
 // qemu guest: vmtest/run.sh with a binary from
 // CGO_ENABLED=0 go test -c -o /tmp/nfs.test ./driver/nfs.
 
-func requireGuest(t *testing.T) {
-	t.Helper()
-	if os.Getenv("HOLDFAST_VM") != "1" {
-		t.Skip("needs the qemu guest (HOLDFAST_VM=1): the host kernel has no NFS client")
-	}
-}
-
-// guest is a driver with an nfs backend on the kernel's mount table, and
+// guestRig is a driver with an nfs backend on the kernel's mount table, and
 // an NFS server.
-type guest struct {
+type guestRig struct {
 	t       *testing.T
 	root    string
 	timeout time.Duration
@@ -50,10 +44,10 @@ type guest struct {
 	port    int
 }
 
-func newGuest(t *testing.T, timeout time.Duration) *guest {
+func newGuest(t *testing.T, timeout time.Duration) *guestRig {
 	t.Helper()
-	requireGuest(t)
-	g := &guest{t: t, root: t.TempDir(), timeout: timeout}
+	guest.Require(t, "NFS client")
+	g := &guestRig{t: t, root: t.TempDir(), timeout: timeout}
 	g.log, g.hook = test.NewNullLogger()
 	g.log.SetLevel(logrus.DebugLevel)
 	srv, err := nfstest.Start(t.TempDir())
@@ -66,7 +60,7 @@ func newGuest(t *testing.T, timeout time.Duration) *guest {
 
 // start opens the driver on g.root, as the plugin does at start-up, with
 // a new backend.
-func (g *guest) start() {
+func (g *guestRig) start() {
 	g.t.Helper()
 	m := driver.KernelMounter{}
 	g.b = &Backend{Mounter: m, Timeout: g.timeout, Log: g.log}
@@ -81,7 +75,7 @@ func (g *guest) start() {
 // cleanup detaches what the test left mounted and, if the server was
 // stopped, brings it back on its port so the kernel lets go of requests
 // still waiting for it.
-func (g *guest) cleanup() {
+func (g *guestRig) cleanup() {
 	g.d.Close()
 	infos, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(g.root))
 	for _, m := range infos {
@@ -96,7 +90,7 @@ func (g *guest) cleanup() {
 
 // localOpts are the options as users write them for Docker's local driver,
 // for this server.
-func (g *guest) localOpts() map[string]string {
+func (g *guestRig) localOpts() map[string]string {
 	return map[string]string{
 		"type":   "nfs",
 		"o":      fmt.Sprintf("addr=127.0.0.1,vers=3,port=%d,mountport=%d,nolock,proto=tcp,mountproto=tcp", g.port, g.port),
@@ -104,12 +98,12 @@ func (g *guest) localOpts() map[string]string {
 	}
 }
 
-func (g *guest) create(name string, opts map[string]string) {
+func (g *guestRig) create(name string, opts map[string]string) {
 	g.t.Helper()
 	require.NoError(g.t, g.d.Create(&volume.CreateRequest{Name: name, Options: opts}))
 }
 
-func (g *guest) mount(name, id string) string {
+func (g *guestRig) mount(name, id string) string {
 	g.t.Helper()
 	start := time.Now()
 	res, err := g.d.Mount(&volume.MountRequest{Name: name, ID: id})
@@ -118,14 +112,14 @@ func (g *guest) mount(name, id string) string {
 	return res.Mountpoint
 }
 
-func (g *guest) unmount(name, id string) {
+func (g *guestRig) unmount(name, id string) {
 	g.t.Helper()
 	start := time.Now()
 	require.NoError(g.t, g.d.Unmount(&volume.UnmountRequest{Name: name, ID: id}))
 	g.t.Logf("Unmount %s/%s took %v", name, id, time.Since(start).Round(time.Millisecond))
 }
 
-func (g *guest) status(name string) map[string]any {
+func (g *guestRig) status(name string) map[string]any {
 	g.t.Helper()
 	res, err := g.d.Get(&volume.GetRequest{Name: name})
 	require.NoError(g.t, err)

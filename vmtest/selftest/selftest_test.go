@@ -16,15 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/holdfast/holdfast/internal/guest"
 	"github.com/holdfast/holdfast/internal/nfstest"
 )
-
-func needVM(t *testing.T) {
-	t.Helper()
-	if os.Getenv("HOLDFAST_VM") == "" {
-		t.Skip("needs the qemu guest (HOLDFAST_VM=1): the host kernel has no dm-crypt/NFS client")
-	}
-}
 
 // run runs a tool with stdin (the LUKS key travels there, never in argv).
 func run(t *testing.T, stdin []byte, name string, args ...string) string {
@@ -37,7 +31,7 @@ func run(t *testing.T, stdin []byte, name string, args ...string) string {
 }
 
 func TestLUKS2(t *testing.T) {
-	needVM(t)
+	guest.Require(t, "dm-crypt or NFS client")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "vol.img")
 	require.NoError(t, os.WriteFile(img, nil, 0o600))
@@ -87,7 +81,7 @@ func TestLUKS2(t *testing.T) {
 }
 
 func TestNFS(t *testing.T) {
-	needVM(t)
+	guest.Require(t, "dm-crypt or NFS client")
 	export := t.TempDir()
 	srv, err := nfstest.Start(export)
 	require.NoError(t, err)
@@ -115,7 +109,7 @@ func TestNFS(t *testing.T) {
 // TestNFSDeadServer proves that nfstest's Close looks like a dead server to the
 // kernel client: a soft mount then fails fast instead of hanging.
 func TestNFSDeadServer(t *testing.T) {
-	needVM(t)
+	guest.Require(t, "dm-crypt or NFS client")
 	export := t.TempDir()
 	srv, err := nfstest.Start(export)
 	require.NoError(t, err)
