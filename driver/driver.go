@@ -5,7 +5,9 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -56,6 +58,8 @@ type Driver struct {
 
 	mu   sync.Mutex
 	vols map[string]*entry
+	// list is List's answer, built again after any record changed (nil).
+	list []*volume.Volume
 }
 
 type entry struct {
@@ -206,15 +210,16 @@ func (d *Driver) setPaths(v *Volume) {
 	v.Mountpoint = filepath.Join(d.cfg.MountRoot, v.Name)
 }
 
-// create records v as being created, has the backend create it and marks
-// it ready. On failure it leaves nothing behind.
+// create has the backend make v and commits its record: one commit, with
+// an intent in v's directory covering a crash before it. On failure it
+// leaves nothing behind.
 func (d *Driver) create(b Backend, v *Volume) error {
-	if err := d.store.Put(v); err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), longOpTimeout)
 	defer cancel()
-	err := os.Mkdir(v.Dir, 0o700)
+	if err := d.makeVolumeDir(ctx, v); err != nil {
+		return RootFull(err, v)
+	}
+	err := writeIntent(v, intentCreate)
 	if err == nil {
 		err = b.Create(ctx, v)
 	}
@@ -223,23 +228,40 @@ func (d *Driver) create(b Backend, v *Volume) error {
 		err = d.store.Put(v)
 	}
 	if err != nil {
-		d.discard(ctx, b, v)
-		return err
+		if derr := d.discard(ctx, b, v); derr != nil {
+			d.cfg.Log.WithError(derr).WithField("volume", v.Name).Error("a failed Create left storage behind; holdfast removes it at its next start")
+		}
+		return RootFull(err, v)
+	}
+	if err := dropIntent(v); err != nil {
+		d.cfg.Log.WithError(err).WithField("volume", v.Name).Warn("intent file left behind; holdfast deletes it at its next start")
 	}
 	return nil
 }
 
-// discard removes what exists of v: its storage, directory and record.
+// makeVolumeDir makes v's private directory. A directory left there by an
+// interrupted request is cleared first; anything else is refused, never
+// reused or deleted.
+func (d *Driver) makeVolumeDir(ctx context.Context, v *Volume) error {
+	err := os.Mkdir(v.Dir, 0o700)
+	if !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if err := d.clearLeftover(ctx, v.Dir); err != nil {
+		return err
+	}
+	return os.Mkdir(v.Dir, 0o700)
+}
+
+// discard removes what exists of v's storage and its directory; the
+// caller deletes the record, if there is one.
 func (d *Driver) discard(ctx context.Context, b Backend, v *Volume) error {
 	if b != nil {
 		if err := b.Remove(ctx, v); err != nil {
 			return err
 		}
 	}
-	if err := d.removeDir(v.Dir); err != nil {
-		return err
-	}
-	return d.store.Delete(v.Name)
+	return d.removeDir(v.Dir)
 }
 
 // lock finds the entry of a ready volume and takes its op lock. The caller
@@ -277,6 +299,7 @@ func (d *Driver) record(e *entry) *Volume {
 func (d *Driver) setRecord(e *entry, v *Volume) {
 	d.mu.Lock()
 	e.vol = v
+	d.list = nil
 	d.mu.Unlock()
 }
 
@@ -294,6 +317,7 @@ func (d *Driver) forget(name string, e *entry) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e.vol = nil
+	d.list = nil
 	if d.vols[name] == e {
 		delete(d.vols, name)
 	}
@@ -402,9 +426,9 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 	if err := d.unmount(ctx, b, v); err != nil {
 		return fmt.Errorf("unmount %s: %w (the volume stays mounted; holdfast retries at the next Mount or Remove)", v.Name, err)
 	}
-	if err := d.save(e, v); err != nil {
-		return fmt.Errorf("unmount %s: %w", v.Name, err)
-	}
+	// Not committed: the stored record may still say mounted, and start-up
+	// believes the mount table, not the record.
+	d.setRecord(e, v.clone())
 	return nil
 }
 
@@ -429,19 +453,45 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 			return fmt.Errorf("remove %s: %w", v.Name, err)
 		}
 	}
-	v.Phase = PhaseRemoving
-	if err := d.save(e, v); err != nil {
+	if err := d.readyToRemove(ctx, b, v); err != nil {
+		return err
+	}
+	// The intent comes first: once the backend has destroyed anything
+	// (a generated key), the removal must be completed, even after a crash.
+	if err := writeIntent(v, intentRemove); err != nil {
 		return fmt.Errorf("remove %s: %w", v.Name, err)
 	}
-	if err := d.discard(ctx, b, v); err != nil {
-		v.Phase = PhaseReady
-		if serr := d.save(e, v); serr != nil {
-			d.cfg.Log.WithError(serr).WithField("volume", v.Name).Error("volume left in phase removing")
+	if err := b.Remove(ctx, v); err != nil {
+		if derr := dropIntent(v); derr != nil {
+			d.cfg.Log.WithError(derr).WithField("volume", v.Name).Error("intent file left behind: holdfast will complete this removal at its next start")
 		}
 		return fmt.Errorf("remove %s: %w", v.Name, err)
 	}
+	if err := d.store.Delete(v.Name); err != nil {
+		return fmt.Errorf("remove %s: %w; holdfast completes the removal at its next start", v.Name, err)
+	}
+	// checkRemovable passed above, under the op lock.
+	if err := os.RemoveAll(v.Dir); err != nil {
+		d.cfg.Log.WithError(err).WithField("volume", v.Name).Error("the removed volume's directory is left behind; holdfast deletes it at its next start, or before a volume of this name is created")
+	}
 	d.forget(v.Name, e)
 	return nil
+}
+
+// readyToRemove checks that v's directory can be deleted. A mount below
+// it that a crash left (a crypt volume's filesystem) is released first
+// through the backend's Recover: the volume has no leases and is not
+// mounted, so nothing uses it.
+func (d *Driver) readyToRemove(ctx context.Context, b Backend, v *Volume) error {
+	err := d.checkRemovable(v.Dir)
+	r, ok := b.(Recoverer)
+	if err == nil || !ok {
+		return err
+	}
+	if rerr := r.Recover(ctx, v); rerr != nil {
+		return fmt.Errorf("%w (releasing it failed: %v)", err, rerr)
+	}
+	return d.checkRemovable(v.Dir)
 }
 
 // Path returns the mountpoint of a mounted volume, and "" otherwise.
@@ -464,19 +514,28 @@ func (d *Driver) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
 	return &volume.GetResponse{Volume: res}, nil
 }
 
-// List lists the volumes from the state alone.
+// List lists the volumes from the state alone. The answer is kept until
+// a record changes: dockerd lists often, and a list of 10,000 volumes takes
+// milliseconds to build.
 func (d *Driver) List() (*volume.ListResponse, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	vols := make([]*volume.Volume, 0, len(d.vols))
-	for _, name := range slices.Sorted(maps.Keys(d.vols)) {
-		v := d.vols[name].vol
-		if v == nil || v.Phase != PhaseReady {
-			continue
-		}
-		vols = append(vols, apiVolume(v))
+	if d.list == nil {
+		d.list = d.buildList()
 	}
-	return &volume.ListResponse{Volumes: vols}, nil
+	return &volume.ListResponse{Volumes: d.list}, nil
+}
+
+// buildList describes every ready volume, sorted by name. d.mu is held.
+func (d *Driver) buildList() []*volume.Volume {
+	vols := make([]*volume.Volume, 0, len(d.vols))
+	for _, e := range d.vols {
+		if e.vol != nil && e.vol.Phase == PhaseReady {
+			vols = append(vols, apiVolume(e.vol))
+		}
+	}
+	slices.SortFunc(vols, func(a, b *volume.Volume) int { return strings.Compare(a.Name, b.Name) })
+	return vols
 }
 
 // Capabilities answers the configured scope.

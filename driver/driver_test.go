@@ -313,6 +313,21 @@ func TestGetAndList(t *testing.T) {
 	assert.Empty(t, list.Volumes[0].Mountpoint)
 	assert.Equal(t, mp, list.Volumes[1].Mountpoint)
 
+	// The kept answer follows every change.
+	names := func() (out []string) {
+		list, err := r.d.List()
+		require.NoError(t, err)
+		for _, v := range list.Volumes {
+			out = append(out, v.Name+"@"+v.Mountpoint)
+		}
+		return out
+	}
+	r.unmount("b-tmp", "x")
+	assert.Equal(t, []string{"a-dir@", "b-tmp@"}, names())
+	r.create("c-dir", nil)
+	require.NoError(t, r.d.Remove(&volume.RemoveRequest{Name: "a-dir"}))
+	assert.Equal(t, []string{"b-tmp@", "c-dir@"}, names())
+
 	assert.Equal(t, "local", r.d.Capabilities().Capabilities.Scope)
 }
 
@@ -443,25 +458,87 @@ func TestRestartWithLeasesButMountGone(t *testing.T) {
 
 func TestRestartCompletesInterruptedRequests(t *testing.T) {
 	r := newRig(t)
-	r.create("half-created", nil)
 	r.create("half-removed", nil)
+	r.create("committed", nil)
 	r.create("fine", nil)
-	for name, phase := range map[string]Phase{"half-created": PhaseCreating, "half-removed": PhaseRemoving} {
+	r.create("old-creating", nil)
+	r.create("old-removing", nil)
+	vol := func(name string) *Volume {
 		v, err := r.d.get(name)
 		require.NoError(t, err)
+		return v
+	}
+	// Crashes between the intent and the commit, or just after the commit.
+	require.NoError(t, writeIntent(vol("half-removed"), intentRemove))
+	require.NoError(t, writeIntent(vol("committed"), intentCreate))
+	// A Create that crashed before its commit: a directory and an intent.
+	half := r.d.newVolume("half-created", "local", map[string]string{})
+	require.NoError(t, os.MkdirAll(filepath.Join(half.Dir, "data"), 0o700))
+	require.NoError(t, writeIntent(half, intentCreate))
+	// A Remove that crashed after its commit, before deleting the directory.
+	gone := r.d.newVolume("removed", "local", map[string]string{})
+	require.NoError(t, os.MkdirAll(filepath.Join(gone.Dir, "data"), 0o700))
+	require.NoError(t, writeIntent(gone, intentRemove))
+	// Records of holdfast before intents, caught mid-request.
+	for name, phase := range map[string]Phase{"old-creating": PhaseCreating, "old-removing": PhaseRemoving} {
+		v := vol(name)
 		v.Phase = phase
 		require.NoError(t, r.d.store.Put(v))
 	}
 	r.restart(false)
 	list, err := r.d.List()
 	require.NoError(t, err)
-	require.Len(t, list.Volumes, 1)
-	assert.Equal(t, "fine", list.Volumes[0].Name)
-	assert.NoDirExists(t, filepath.Join(r.root, "volumes", "half-created"))
-	assert.NoDirExists(t, filepath.Join(r.root, "volumes", "half-removed"))
+	var names []string
+	for _, v := range list.Volumes {
+		names = append(names, v.Name)
+	}
+	assert.Equal(t, []string{"committed", "fine"}, names)
+	for _, name := range []string{"half-created", "half-removed", "removed", "old-creating", "old-removing"} {
+		assert.NoDirExists(t, filepath.Join(r.root, "volumes", name))
+	}
+	assert.NoFileExists(t, filepath.Join(r.root, "volumes", "committed", intentFile))
 	all, err := r.d.store.All()
 	require.NoError(t, err)
-	assert.Len(t, all, 1)
+	assert.Len(t, all, 2)
+}
+
+func TestUnownedDirectories(t *testing.T) {
+	r := newRig(t)
+	vols := filepath.Join(r.root, "volumes")
+	// A Create that crashed before its intent leaves an empty directory.
+	require.NoError(t, os.Mkdir(filepath.Join(vols, "empty"), 0o700))
+	// Data holdfast cannot account for is never deleted.
+	require.NoError(t, os.MkdirAll(filepath.Join(vols, "foreign", "data"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(vols, "foreign", "data", "precious"), []byte("x"), 0o600))
+	r.restart(false)
+	assert.NoDirExists(t, filepath.Join(vols, "empty"))
+	assert.FileExists(t, filepath.Join(vols, "foreign", "data", "precious"))
+	err := r.d.Create(&volume.CreateRequest{Name: "foreign"})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "belongs to no volume holdfast knows")
+	assert.Contains(t, err.Error(), "move it away")
+	assert.FileExists(t, filepath.Join(vols, "foreign", "data", "precious"))
+	// An empty one, or one an interrupted request left, is cleared.
+	require.NoError(t, os.Mkdir(filepath.Join(vols, "empty"), 0o700))
+	r.create("empty", nil)
+	left := r.d.newVolume("left", "local", map[string]string{})
+	require.NoError(t, os.MkdirAll(filepath.Join(left.Dir, "data", "old"), 0o700))
+	require.NoError(t, writeIntent(left, intentRemove))
+	r.create("left", nil)
+	assert.NoDirExists(t, filepath.Join(left.Dir, "data", "old"))
+	assert.NoFileExists(t, filepath.Join(left.Dir, intentFile))
+}
+
+func TestDamagedIntentIsLeftAlone(t *testing.T) {
+	r := newRig(t)
+	r.create("vol", nil)
+	v, err := r.d.get("vol")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(v.Dir, intentFile), []byte(`{"Op":"rem`), 0o600))
+	r.restart(false)
+	_, err = r.d.get("vol")
+	require.NoError(t, err, "a damaged intent must not remove a volume")
+	assert.DirExists(t, filepath.Join(v.Dir, "data"))
 }
 
 func TestUnsupportedTypeInStateIsKept(t *testing.T) {

@@ -26,13 +26,14 @@ func (l *Local) Parse(raw map[string]string) (map[string]string, error) {
 
 func dataDir(v *Volume) string { return filepath.Join(v.Dir, "data") }
 
-// Create makes the data directory with the requested owner and mode.
+// Create makes the data directory with the requested owner and mode. A
+// full --root is named as such, with the fix.
 func (l *Local) Create(_ context.Context, v *Volume) error {
 	dir := dataDir(v)
 	if err := os.Mkdir(dir, localMode); err != nil {
-		return fmt.Errorf("create data directory: %w", err)
+		return RootFull(fmt.Errorf("create data directory: %w", err), v)
 	}
-	return ApplyOwner(dir, v.Options, localMode)
+	return RootFull(ApplyOwner(dir, v.Options, localMode), v)
 }
 
 // Mount bind-mounts the data directory at the mountpoint.

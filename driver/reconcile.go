@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 
 	"github.com/sirupsen/logrus"
 )
@@ -23,12 +25,23 @@ func (d *Driver) reconcile() error {
 	if err != nil {
 		return err
 	}
+	records := make(map[string]*Volume, len(vols))
 	for _, v := range vols {
 		d.setPaths(v)
+		records[v.Name] = v
+	}
+	if err := d.sweep(records, mounts); err != nil {
+		return err
+	}
+	for _, v := range vols {
+		if records[v.Name] == nil {
+			continue // removed by sweep
+		}
 		log := d.cfg.Log.WithFields(logrus.Fields{"volume": v.Name, "type": v.Type})
 		_, mounted := mounts[v.Mountpoint]
 		if v.Phase != PhaseReady {
-			if err := d.finish(v, mounted); err != nil {
+			// A record of holdfast before intents, caught mid-request.
+			if err := d.finish(v, string(v.Phase), mounted); err != nil {
 				log.WithError(err).Errorf("a %s interrupted by a crash could not be completed; holdfast retries at its next start", v.Phase)
 			}
 			continue
@@ -44,9 +57,81 @@ func (d *Driver) reconcile() error {
 	return nil
 }
 
-// finish completes the removal of a volume whose Create or Remove was
-// interrupted: in both cases the volume must not exist.
-func (d *Driver) finish(v *Volume, mounted bool) error {
+// sweep reads the volume directories: it completes the requests whose
+// intents show they were interrupted, and clears what no record owns.
+// Volumes it removes are deleted from records.
+func (d *Driver) sweep(records map[string]*Volume, mounts map[string]string) error {
+	dir := filepath.Join(d.cfg.Root, "volumes")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", dir, err)
+	}
+	for _, ent := range ents {
+		name := ent.Name()
+		log := d.cfg.Log.WithField("volume", name)
+		in, err := readIntent(filepath.Join(dir, name))
+		if err != nil {
+			log.WithError(err).Error("left in place; inspect it by hand")
+			continue
+		}
+		rec := records[name]
+		switch {
+		case in == nil && rec == nil:
+			d.clearUnowned(filepath.Join(dir, name), log)
+		case in == nil:
+		case in.Op == intentCreate && rec != nil:
+			// The Create was committed; only the intent was left.
+			if err := dropIntent(rec); err != nil {
+				log.WithError(err).Warn("could not delete an intent file")
+			}
+		default:
+			// An interrupted Create is undone; a Remove is completed.
+			v := in.Volume
+			d.setPaths(v)
+			_, mounted := mounts[v.Mountpoint]
+			if err := d.finish(v, in.Op, mounted); err != nil {
+				log.WithError(err).Errorf("a %s interrupted by a crash could not be completed; holdfast retries at its next start", in.Op)
+				continue
+			}
+			delete(records, name)
+		}
+	}
+	return nil
+}
+
+// clearUnowned deletes an empty directory no record owns: a Create that
+// crashed before writing its intent. Anything else is left and reported:
+// holdfast never deletes data it cannot account for.
+func (d *Driver) clearUnowned(path string, log logrus.FieldLogger) {
+	if err := os.Remove(path); err != nil {
+		log.WithError(err).Warnf("%s belongs to no volume holdfast knows (lost state, or not made by holdfast); it is left in place: move it away", path)
+	}
+}
+
+// clearLeftover clears the directory a new volume needs: an interrupted
+// request's is finished, an empty one removed, anything else refused.
+func (d *Driver) clearLeftover(ctx context.Context, dir string) error {
+	in, err := readIntent(dir)
+	if err != nil {
+		return err
+	}
+	if in == nil {
+		if os.Remove(dir) == nil {
+			return nil
+		}
+		return fmt.Errorf("%s already exists but belongs to no volume holdfast knows (lost state, or not made by holdfast); move it away, then create the volume again", dir)
+	}
+	v := in.Volume
+	d.setPaths(v)
+	if err := d.discard(ctx, d.cfg.Backends[v.Type], v); err != nil {
+		return fmt.Errorf("clear what an interrupted %s of %s left: %w", in.Op, v.Name, err)
+	}
+	return nil
+}
+
+// finish removes a volume whose Create or Remove was interrupted (in both
+// cases the volume must not exist): unmount, storage, directory, record.
+func (d *Driver) finish(v *Volume, op string, mounted bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
 	defer cancel()
 	b := d.cfg.Backends[v.Type]
@@ -55,8 +140,11 @@ func (d *Driver) finish(v *Volume, mounted bool) error {
 			return err
 		}
 	}
-	d.cfg.Log.WithField("volume", v.Name).Warnf("completing a %s interrupted by a crash: removing the volume", v.Phase)
-	return d.discard(ctx, b, v)
+	d.cfg.Log.WithField("volume", v.Name).Warnf("completing a %s interrupted by a crash: removing the volume", op)
+	if err := d.discard(ctx, b, v); err != nil {
+		return err
+	}
+	return d.store.Delete(v.Name)
 }
 
 // adopt reconciles a ready volume's leases and mount with this boot.

@@ -9,10 +9,22 @@ import (
 	"strings"
 )
 
-// removeDir deletes dir, a volume's private directory, after checking that
-// it is a real directory directly under Root/volumes (not a symlink out of
-// it) and that nothing is mounted at or below it. A missing dir is fine.
+// removeDir deletes dir, a volume's private directory, once checkRemovable
+// allows it. A missing dir is fine.
 func (d *Driver) removeDir(dir string) error {
+	if err := d.checkRemovable(dir); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove %s: %w", dir, err)
+	}
+	return nil
+}
+
+// checkRemovable checks that dir is a real directory directly under
+// Root/volumes (not a symlink out of it), or missing, and that nothing is
+// mounted at or below it.
+func (d *Driver) checkRemovable(dir string) error {
 	parent := filepath.Join(d.cfg.Root, "volumes")
 	if filepath.Dir(dir) != parent || filepath.Base(dir) == ".." {
 		return fmt.Errorf("refusing to remove %s: not a volume directory under %s", dir, parent)
@@ -34,9 +46,6 @@ func (d *Driver) removeDir(dir string) error {
 	if len(mounts) > 0 {
 		return fmt.Errorf("refusing to remove %s: %s mounted there; unmount first",
 			dir, strings.Join(slices.Sorted(maps.Keys(mounts)), ", "))
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("remove %s: %w", dir, err)
 	}
 	return nil
 }

@@ -126,7 +126,7 @@ type plainLoop struct {
 func newPlainLoop(b *testing.B, size int64) *plainLoop {
 	dir := b.TempDir()
 	p := &plainLoop{b: b, file: filepath.Join(dir, "plain.img"), mnt: filepath.Join(dir, "mnt")}
-	require.NoError(b, makeSparse(p.file, size))
+	require.NoError(b, makeImage(p.file, size))
 	require.NoError(b, mkfs(b.Context(), p.file, "ext4", false))
 	require.NoError(b, os.Mkdir(p.mnt, 0o755))
 	return p

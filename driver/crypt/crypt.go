@@ -115,9 +115,9 @@ func dataDir(v *driver.Volume) string     { return filepath.Join(stagingDir(v), 
 
 func (b *Backend) keys() keyStore { return keyStore{dir: b.KeyDir} }
 
-// Create makes the key (unless keyfile is given), the sparse backing file,
-// the encryption and the filesystem, with the volume's root directory
-// inside it. On error it leaves nothing behind.
+// Create makes the key (unless keyfile is given), the backing file with
+// all its space allocated, the encryption and the filesystem, with the
+// volume's root directory inside it. On error it leaves nothing behind.
 func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
 	eng, err := engine(v.Options)
 	if err != nil {
@@ -142,8 +142,8 @@ func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
 		return err
 	}
 	defer clear(key)
-	if err := makeSparse(backingFile(v), driver.Size(v.Options)); err != nil {
-		return err
+	if err := makeImage(backingFile(v), driver.Size(v.Options)); err != nil {
+		return driver.RootFull(err, v)
 	}
 	if eng == EngineLUKS {
 		if err := luksFormat(ctx, backingFile(v), key); err != nil {
@@ -241,7 +241,7 @@ func (b *Backend) loop(v *driver.Volume) (*loopDev, error) {
 
 func (b *Backend) mountFS(dev string, v *driver.Volume) error {
 	if err := os.MkdirAll(stagingDir(v), 0o700); err != nil {
-		return err
+		return driver.RootFull(fmt.Errorf("create staging directory: %w", err), v)
 	}
 	return b.Mounter.Mount(dev, stagingDir(v), v.Options["fs"], nodevNosuid, "")
 }
@@ -391,32 +391,40 @@ func keyDescription(v *driver.Volume) string {
 	return "generated " + generatedName(v.Name)
 }
 
-// makeSparse creates file with the given size and no blocks allocated.
-func makeSparse(file string, size int64) error {
+// makeImage creates file with the given size and all its blocks allocated,
+// so that the volume can never need room the filesystem holding --root
+// no longer has: a sparse image that outgrows it loses writes the volume's
+// filesystem has already accepted. Where that filesystem cannot allocate
+// ahead (EOPNOTSUPP), the file stays sparse.
+func makeImage(file string, size int64) error {
 	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("create backing file: %w", err)
 	}
-	err = f.Truncate(size)
+	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		err = f.Truncate(size)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("size backing file: %w", err)
+		return fmt.Errorf("allocate the %d MiB backing file: %w", size>>20, err)
 	}
 	return nil
 }
 
 // mkfs makes the filesystem: 4 KiB blocks (fscrypt needs the page size),
-// no reserved blocks (the size limit is the user's).
+// no reserved blocks (the size limit is the user's), and no discard, which
+// on a loop device would punch the allocated backing file full of holes.
 func mkfs(ctx context.Context, dev, fs string, encrypt bool) error {
-	args := []string{"-q", "-F", "-b", "4096", "-m", "0"}
+	args := []string{"-q", "-F", "-b", "4096", "-m", "0", "-E", "nodiscard"}
 	if encrypt {
 		args = append(args, "-O", "encrypt")
 	}
 	prog := "mkfs.ext4"
 	if fs == "xfs" {
-		prog, args = "mkfs.xfs", []string{"-q", "-f"}
+		prog, args = "mkfs.xfs", []string{"-q", "-f", "-K"}
 	}
 	out, err := runCmd(ctx, prog, append(args, dev)...)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/driver"
 )
 
 // KeySize is the size of every volume key: 64 random bytes, the AES-256-XTS
@@ -31,7 +33,7 @@ type keyStore struct {
 // ensure creates the key directory, mode 0700.
 func (k keyStore) ensure() error {
 	if err := os.MkdirAll(k.dir, 0o700); err != nil {
-		return fmt.Errorf("create key directory: %w", err)
+		return driver.NoSpace(fmt.Errorf("create key directory: %w", err), "--key-dir", k.dir)
 	}
 	return os.Chmod(k.dir, 0o700)
 }
@@ -62,7 +64,7 @@ func (k keyStore) generate(volume string) error {
 		return fmt.Errorf("key file %s already exists (left by an interrupted create, or another holdfast sharing --key-dir); holdfast never overwrites a key: delete it if no volume uses it", path)
 	}
 	if err != nil {
-		return fmt.Errorf("create key file: %w", err)
+		return driver.NoSpace(fmt.Errorf("create key file: %w", err), "--key-dir", k.dir)
 	}
 	key := make([]byte, KeySize)
 	defer clear(key)
@@ -81,7 +83,7 @@ func (k keyStore) generate(volume string) error {
 	}
 	if err != nil {
 		os.Remove(path)
-		return fmt.Errorf("write key file %s: %w", path, err)
+		return driver.NoSpace(fmt.Errorf("write key file %s: %w", path, err), "--key-dir", k.dir)
 	}
 	return nil
 }

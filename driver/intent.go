@@ -1,0 +1,74 @@
+package driver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// An intent file in a volume's directory says which request is changing
+// the volume, so that one database commit per request is enough: a crash
+// leaves either the commit or the intent, and start-up finishes the job.
+//
+//   - Create writes a create intent before the backend makes anything and
+//     deletes it after the record is committed. A create intent without a
+//     record is undone at start-up; with a record it is just deleted.
+//   - Remove writes a remove intent before the backend destroys anything,
+//     then deletes the record, then the directory. A remove intent is
+//     always completed: the backend may already have destroyed the key.
+//
+// Intents are not fsynced: they need to survive a crash of holdfast (the
+// kernel keeps the page cache), and after a power cut an unacknowledged
+// request may be lost either way.
+const intentFile = ".holdfast-intent"
+
+// Intent operations.
+const (
+	intentCreate = "create"
+	intentRemove = "remove"
+)
+
+type intent struct {
+	Op     string
+	Volume *Volume
+}
+
+// writeIntent records that op is under way for v.
+func writeIntent(v *Volume, op string) error {
+	b, err := json.Marshal(intent{Op: op, Volume: v})
+	if err != nil {
+		return fmt.Errorf("encode intent for %s: %w", v.Name, err)
+	}
+	if err := os.WriteFile(filepath.Join(v.Dir, intentFile), b, 0o600); err != nil {
+		return fmt.Errorf("record %s of %s: %w", op, v.Name, err)
+	}
+	return nil
+}
+
+// readIntent returns the intent in dir, or nil if there is none.
+func readIntent(dir string) (*intent, error) {
+	b, err := os.ReadFile(filepath.Join(dir, intentFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	in := &intent{}
+	err = json.Unmarshal(b, in)
+	if err != nil || in.Volume == nil || in.Volume.Name != filepath.Base(dir) || (in.Op != intentCreate && in.Op != intentRemove) {
+		return nil, fmt.Errorf("%s is damaged (a power cut during a request?): %q", filepath.Join(dir, intentFile), b)
+	}
+	return in, nil
+}
+
+// dropIntent deletes v's intent once the request is committed.
+func dropIntent(v *Volume) error {
+	err := os.Remove(filepath.Join(v.Dir, intentFile))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
