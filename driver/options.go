@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -153,9 +155,24 @@ func canonMode(s string) (string, error) {
 	return fmt.Sprintf("%04o", n), nil
 }
 
+// sizeSyntax is Docker's size syntax: a decimal number, an optional space
+// and an optional unit. units.RAMInBytes also takes exponents and hex
+// floats ("1e30", "0x1p4"), which nobody means as a size.
+var sizeSyntax = regexp.MustCompile(`^([0-9]+(?:\.[0-9]*)?|\.[0-9]+) ?([kKmMgGtTpP]?)(?:[iI]?[bB])?$`)
+
 // CanonSize accepts Docker's size syntax (512k, 100m, 1g, or bytes) and
-// returns the size in bytes; it must be greater than zero.
+// returns the size in bytes; it must be greater than zero and fit in 63
+// bits (at most 8191p).
 func CanonSize(s string) (string, error) {
+	m := sizeSyntax.FindStringSubmatch(s)
+	if m == nil {
+		return "", errors.New("not a size")
+	}
+	// RAMInBytes converts an overflowing float to int64, which gives a
+	// negative or a saturated number depending on the CPU: check first.
+	if approxBytes(m[1], m[2]) >= 1<<63 {
+		return "", errors.New("too large: sizes go up to 8191p")
+	}
 	n, err := units.RAMInBytes(s)
 	if err != nil {
 		return "", errors.New("not a size")
@@ -164,6 +181,16 @@ func CanonSize(s string) (string, error) {
 		return "", errors.New("must be greater than zero")
 	}
 	return strconv.FormatInt(n, 10), nil
+}
+
+// approxBytes is the size num unit (unit one of kKmMgGtTpP or empty) in
+// bytes, as a float that does not overflow.
+func approxBytes(num, unit string) float64 {
+	f, _ := strconv.ParseFloat(num, 64)
+	if unit == "" {
+		return f
+	}
+	return f * math.Pow(1024, float64(strings.Index("kmgtp", strings.ToLower(unit))+1))
 }
 
 // CanonEnum returns a Canon func accepting only the given values.

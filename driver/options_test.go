@@ -61,6 +61,17 @@ func TestCanonSize(t *testing.T) {
 		{"lots", "", false},
 		{"", "", false},
 		{"1x", "", false},
+		{"1.5m", "1572864", true},
+		{"1 g", "1073741824", true},
+		{".5k", "512", true},
+		{"8191p", "9222246136947933184", true},
+		{"8192p", "", false},
+		{"99999999999999999999", "", false},
+		{"1e30", "", false},
+		{"1e3", "", false},
+		{"0x1p4", "", false},
+		{"abc", "", false},
+		{"-1", "", false},
 	}
 	for _, tt := range tests {
 		got, err := CanonSize(tt.in)
@@ -70,6 +81,23 @@ func TestCanonSize(t *testing.T) {
 		}
 		require.NoError(t, err, "%q", tt.in)
 		assert.Equal(t, tt.want, got, "%q", tt.in)
+	}
+}
+
+func TestCanonSizeSaysWhatIsWrong(t *testing.T) {
+	tests := []struct{ in, errPart string }{
+		{"0", "must be greater than zero"},
+		{"0.1", "must be greater than zero"},
+		{"8192p", "too large: sizes go up to 8191p"},
+		{"99999999999999999999", "too large"},
+		{"1e30", "not a size"},
+		{"-1", "not a size"},
+		{"abc", "not a size"},
+		{"1kk", "not a size"},
+	}
+	for _, tt := range tests {
+		_, err := CanonSize(tt.in)
+		assert.ErrorContains(t, err, tt.errPart, "%q", tt.in)
 	}
 }
 

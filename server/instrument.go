@@ -15,7 +15,8 @@ import (
 var ErrShuttingDown = errors.New("holdfast is shutting down; retry when it is back")
 
 // Instrumented wraps a volume.Driver: it logs every request (operation,
-// volume, duration, result; secret option values redacted) and counts the
+// volume, duration, result; secret option values redacted; reads at debug
+// level) and counts the
 // requests in flight so that Drain can wait for them.
 type Instrumented struct {
 	d   volume.Driver
@@ -59,12 +60,26 @@ func (s *Instrumented) do(op, name string, fields logrus.Fields, fn func() error
 	if name != "" {
 		log = log.WithField("volume", name)
 	}
-	if err != nil {
+	switch {
+	case quiet(op, err):
+		log.WithError(err).Debug("request done")
+	case err != nil:
 		log.WithError(err).Warn("request failed")
-	} else {
+	default:
 		log.Info("request ok")
 	}
 	return err
+}
+
+// quiet says whether a request is logged at debug level only: the reads
+// dockerd makes all the time (docker volume ls, inspect, and a Get before
+// every Create), when they succeed or find no such volume.
+func quiet(op string, err error) bool {
+	switch op {
+	case "Get", "Path", "List", "Capabilities":
+		return err == nil || errors.Is(err, driver.ErrNotFound)
+	}
+	return false
 }
 
 // Create logs and forwards.

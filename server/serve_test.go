@@ -40,6 +40,7 @@ func startPlugin(t *testing.T) *plugin { return startWrapped(t, nil) }
 func startWrapped(t *testing.T, wrap func(*driver.Driver) volume.Driver) *plugin {
 	dir := t.TempDir()
 	log, hook := test.NewNullLogger()
+	log.SetLevel(logrus.DebugLevel)
 	m := driver.NewFakeMounter()
 	d, err := driver.New(driver.Config{
 		Root: filepath.Join(dir, "root"), MountRoot: filepath.Join(dir, "mnt"), Scope: "local",
@@ -156,13 +157,10 @@ func TestProtocol(t *testing.T) {
 
 func TestProtocolRejectsGarbage(t *testing.T) {
 	p := startPlugin(t)
-	req, err := http.NewRequest(http.MethodPost, "http://plugin/VolumeDriver.Create", bytes.NewBufferString("{not json"))
-	require.NoError(t, err)
-	res, err := p.client.Do(req)
-	require.NoError(t, err)
-	res.Body.Close()
-	assert.Equal(t, http.StatusBadRequest, res.StatusCode)
-	code, out := p.call("/VolumeDriver.Create", `{"Opts":{}}`)
+	code, out := p.call("/VolumeDriver.Create", "{not json")
+	assert.Equal(t, http.StatusBadRequest, code)
+	assert.Contains(t, out["Err"], "request body is not valid JSON", "dockerd shows Err of any non-200 answer")
+	code, out = p.call("/VolumeDriver.Create", `{"Opts":{}}`)
 	assert.Equal(t, http.StatusInternalServerError, code)
 	assert.Contains(t, out["Err"], "names must be", "a missing name is an invalid name")
 }
@@ -183,6 +181,8 @@ func TestRequestsAreLoggedWithSecretsRedacted(t *testing.T) {
 	assert.NotContains(t, line, "hunter2")
 	assert.Contains(t, line, "********")
 	assert.Equal(t, "Get", entries[1].Data["op"])
+	assert.Equal(t, logrus.DebugLevel, entries[1].Level, "reads dockerd makes all the time are not logged at info")
+	assert.Equal(t, logrus.WarnLevel, create.Level)
 }
 
 func TestSocket(t *testing.T) {
