@@ -31,6 +31,10 @@ plugin/build.sh --rootfs-only
 
 rc=0
 HOLDFAST_E2E=1 HOLDFAST_E2E_NO_SETUP=1 go test -v -count=1 -timeout 30m ./e2e/ "$@" || rc=$?
+if [ $# -eq 0 ]; then
+	echo "holdfast/e2e: the dockerd benchmark (B2) on a small workload, so that make bench keeps working"
+	HOLDFAST_BENCH_DOCKER=1 go test -count=1 -run '^TestQuickDocker$' ./internal/bench/ || rc=$?
+fi
 
 secs=$(($(date +%s) - start))
 printf 'holdfast/e2e: suite wall time %dm%02ds (exit %d)\n' $((secs / 60)) $((secs % 60)) "$rc"

@@ -1,0 +1,54 @@
+// Command holdfast-bench measures holdfast (make bench): it prints a table
+// of figures, ratios against the same work without holdfast and targets,
+// and writes the same as JSON.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/holdfast/holdfast/internal/bench"
+)
+
+func main() {
+	c := bench.Full()
+	bin := flag.String("bin", "bin/holdfast", "holdfast binary to measure")
+	dir := flag.String("dir", "/var/tmp/holdfast-bench", "work directory, on the disk to measure; removed at the end")
+	out := flag.String("out", "bin/bench.json", "where to write the JSON report")
+	quick := flag.Bool("quick", false, "a small workload that checks every suite runs")
+	docker := flag.String("docker", c.DockerSock, `dockerd's socket for B2; "" skips it`)
+	flag.Parse()
+	if *quick {
+		c = bench.Quick()
+	}
+	c.DockerSock = *docker
+	if err := run(c, *bin, *dir, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "holdfast-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(c bench.Config, bin, dir, out string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("run as root: the benchmarks mount filesystems and drop the page cache")
+	}
+	var err error
+	if c.Bin, err = filepath.Abs(bin); err != nil {
+		return err
+	}
+	c.Dir = dir
+	r := bench.Run(c, func(s string) { fmt.Fprintln(os.Stderr, "holdfast-bench: measuring", s) })
+	if err := r.WriteTable(os.Stdout); err != nil {
+		return err
+	}
+	if err := r.WriteJSON(out); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "holdfast-bench: JSON report in", out)
+	if len(r.Errors) > 0 {
+		return fmt.Errorf("%d suites failed", len(r.Errors))
+	}
+	return nil
+}

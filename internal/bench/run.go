@@ -1,0 +1,148 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+)
+
+// Config says what to measure and how much.
+type Config struct {
+	// Bin is the holdfast binary; Dir the work directory (on the disk to
+	// measure; made and removed by Run).
+	Bin, Dir string
+	// Cycles and Volumes size B1, B3 and B5; Pairs sizes B2.
+	Cycles, Volumes, Pairs int
+	Data                   DataSizes
+	// CeilingTime is how long each ceiling is measured.
+	CeilingTime time.Duration
+	// DockerSock is dockerd's socket; "" skips B2.
+	DockerSock string
+	// DockerDriver is the legacy plugin name B2 registers
+	// (/run/docker/plugins/NAME.sock).
+	DockerDriver string
+}
+
+// Full is make bench's workload, as the issue sets it.
+func Full() Config {
+	return Config{
+		Cycles: 2000, Volumes: 10000, Pairs: 200,
+		Data:        DataSizes{Seq: 1 << 30, RandFile: 256 << 20, Rand: 20000, Reps: 3},
+		CeilingTime: time.Second,
+		DockerSock:  "/var/run/docker.sock", DockerDriver: "holdfast-bench",
+	}
+}
+
+// Quick is a small workload that runs every suite in seconds, for tests.
+func Quick() Config {
+	return Config{
+		Cycles: 20, Volumes: 200, Pairs: 5,
+		Data:         DataSizes{Seq: 8 << 20, RandFile: 4 << 20, Rand: 200, Reps: 2},
+		CeilingTime:  50 * time.Millisecond,
+		DockerDriver: "holdfast-bench",
+	}
+}
+
+// Run runs every suite and returns the report. A suite that fails is
+// recorded in the report's errors and the others still run.
+func Run(c Config, progress func(string)) *Report {
+	r := NewReport()
+	suites := []struct {
+		name string
+		run  func(dir string) ([]Row, error)
+	}{
+		{"ceilings", func(dir string) ([]Row, error) { return Ceilings(c.Bin, dir, c.Data.Seq, c.CeilingTime) }},
+		{"control plane (B1, B3, B5)", func(dir string) ([]Row, error) {
+			return withPlugin(c.Bin, dir, "", func(p *Plugin) ([]Row, error) { return Control(p, c.Cycles, c.Volumes) })
+		}},
+		{"dockerd (B2)", func(dir string) ([]Row, error) { return dockerSuite(c, dir) }},
+		{"data path (B4)", func(dir string) ([]Row, error) {
+			return withPlugin(c.Bin, dir, "", func(p *Plugin) ([]Row, error) { return Data(p, c.Data) })
+		}},
+	}
+	for i, s := range suites {
+		if s.name == "dockerd (B2)" && c.DockerSock == "" {
+			continue
+		}
+		progress(s.name)
+		dir := filepath.Join(c.Dir, fmt.Sprint(i))
+		rows, err := s.run(dir)
+		if cerr := cleanDir(dir); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			r.Fail(s.name, err)
+		}
+		r.Add(rows...)
+	}
+	os.Remove(c.Dir) // empty unless a suite left something it could not unmount
+	return r
+}
+
+func dockerSuite(c Config, dir string) ([]Row, error) {
+	e := NewEngine(c.DockerSock)
+	if err := e.Ping(); err != nil {
+		return nil, fmt.Errorf("dockerd does not answer on %s (start it with hack/docker.sh engine): %w", c.DockerSock, err)
+	}
+	sock := filepath.Join("/run/docker/plugins", c.DockerDriver+".sock")
+	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+		return nil, err
+	}
+	return withPlugin(c.Bin, dir, sock, func(*Plugin) ([]Row, error) { return Docker(e, c.DockerDriver, c.Pairs) })
+}
+
+// withPlugin runs fn against a holdfast started in dir, then removes every
+// volume it has and stops it.
+func withPlugin(bin, dir, sock string, fn func(*Plugin) ([]Row, error)) ([]Row, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	p, err := StartPlugin(bin, dir, sock)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := fn(p)
+	if cerr := removeVolumes(p); err == nil {
+		err = cerr
+	}
+	if serr := p.Stop(); err == nil {
+		err = serr
+	}
+	return rows, err
+}
+
+func removeVolumes(p *Plugin) error {
+	var res struct{ Volumes []struct{ Name string } }
+	if err := p.Client.Call("VolumeDriver.List", struct{}{}, &res); err != nil {
+		return err
+	}
+	var errs []error
+	for _, v := range res.Volumes {
+		errs = append(errs, p.Remove(v.Name))
+	}
+	return errors.Join(errs...)
+}
+
+// cleanDir removes a suite's work directory, after unmounting anything a
+// failed suite left mounted below it, deepest first: never delete through
+// a mountpoint.
+func cleanDir(dir string) error {
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(mounts, func(a, b *mountinfo.Info) int { return strings.Compare(b.Mountpoint, a.Mountpoint) })
+	for _, m := range mounts {
+		if err := unix.Unmount(m.Mountpoint, 0); err != nil {
+			return fmt.Errorf("unmount %s: %w; %s left in place", m.Mountpoint, err, dir)
+		}
+	}
+	return os.RemoveAll(dir)
+}
