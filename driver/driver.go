@@ -60,6 +60,8 @@ type Driver struct {
 	vols map[string]*entry
 	// list is List's answer, built again after any record changed (nil).
 	list []*volume.Volume
+	// deleting counts the removed volumes' directories being deleted.
+	deleting sync.WaitGroup
 }
 
 type entry struct {
@@ -77,8 +79,10 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.MountRoot, err = makeDir(cfg.MountRoot, 0o755); err != nil {
 		return nil, err
 	}
-	if _, err := makeDir(filepath.Join(cfg.Root, "volumes"), 0o700); err != nil {
-		return nil, err
+	for _, dir := range []string{"volumes", "trash"} {
+		if _, err := makeDir(filepath.Join(cfg.Root, dir), 0o700); err != nil {
+			return nil, err
+		}
 	}
 	store, err := OpenStore(filepath.Join(cfg.Root, "holdfast.db"))
 	if err != nil {
@@ -109,8 +113,12 @@ func makeDir(dir string, mode os.FileMode) (string, error) {
 	return real, nil
 }
 
-// Close closes the state database. Mounted volumes stay mounted.
-func (d *Driver) Close() error { return d.store.Close() }
+// Close waits for the removed volumes' directories to be deleted and
+// closes the state database. Mounted volumes stay mounted.
+func (d *Driver) Close() error {
+	d.deleting.Wait()
+	return d.store.Close()
+}
 
 // Create creates a volume, or succeeds without change if it exists with
 // the same options.
@@ -471,7 +479,7 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 		return fmt.Errorf("remove %s: %w; holdfast completes the removal at its next start", v.Name, err)
 	}
 	// checkRemovable passed above, under the op lock.
-	if err := os.RemoveAll(v.Dir); err != nil {
+	if err := d.trash(v.Dir); err != nil {
 		d.cfg.Log.WithError(err).WithField("volume", v.Name).Error("the removed volume's directory is left behind; holdfast deletes it at its next start, or before a volume of this name is created")
 	}
 	d.forget(v.Name, e)

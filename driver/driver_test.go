@@ -502,6 +502,38 @@ func TestRestartCompletesInterruptedRequests(t *testing.T) {
 	assert.Len(t, all, 2)
 }
 
+func TestRemovedDirectoriesGoThroughTheTrash(t *testing.T) {
+	r := newRig(t)
+	r.create("big", nil)
+	v, err := r.d.get("big")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(v.Dir, "data", "file"), []byte("x"), 0o600))
+	require.NoError(t, r.d.Remove(&volume.RemoveRequest{Name: "big"}))
+	assert.NoDirExists(t, v.Dir, "moved away before Remove answers")
+	r.d.deleting.Wait()
+	trash := filepath.Join(r.root, "trash")
+	assert.Empty(t, entries(t, trash), "deleted in the background")
+
+	// A crash during a deletion: the next start finishes it, but never
+	// deletes through a mount.
+	require.NoError(t, os.MkdirAll(filepath.Join(trash, "cut-short.1", "data"), 0o700))
+	require.NoError(t, os.MkdirAll(filepath.Join(trash, "mounted.2", "fs"), 0o700))
+	require.NoError(t, r.mounter.Mount("/dev/loop9", filepath.Join(trash, "mounted.2", "fs"), "ext4", 0, ""))
+	r.restart(false)
+	r.d.deleting.Wait()
+	assert.Equal(t, []string{"mounted.2"}, entries(t, trash))
+}
+
+func entries(t *testing.T, dir string) []string {
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
 func TestUnownedDirectories(t *testing.T) {
 	r := newRig(t)
 	vols := filepath.Join(r.root, "volumes")

@@ -33,6 +33,11 @@ func (d *Driver) reconcile() error {
 	if err := d.sweep(records, mounts); err != nil {
 		return err
 	}
+	d.deleting.Add(1)
+	go func() {
+		defer d.deleting.Done()
+		d.emptyTrash()
+	}()
 	for _, v := range vols {
 		if records[v.Name] == nil {
 			continue // removed by sweep

@@ -61,8 +61,10 @@ func (s *Instrumented) do(op, name string, fields logrus.Fields, fn func() error
 		log = log.WithField("volume", name)
 	}
 	switch {
-	case quiet(op, err):
+	case quiet(op, err) && err != nil:
 		log.WithError(err).Debug("request done")
+	case quiet(op, err):
+		log.Debug("request ok")
 	case err != nil:
 		log.WithError(err).Warn("request failed")
 	default:

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/holdfast/holdfast/internal/bench"
 )
@@ -19,11 +20,15 @@ func main() {
 	out := flag.String("out", "bin/bench.json", "where to write the JSON report")
 	quick := flag.Bool("quick", false, "a small workload that checks every suite runs")
 	docker := flag.String("docker", c.DockerSock, `dockerd's socket for B2; "" skips it`)
+	only := flag.String("only", "", "comma-separated suites to run: ceilings, control (B1, B3, B5), docker (B2), data (B4); default all")
 	flag.Parse()
 	if *quick {
 		c = bench.Quick()
 	}
 	c.DockerSock = *docker
+	if *only != "" {
+		c.Only = strings.Split(*only, ",")
+	}
 	if err := run(c, *bin, *dir, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "holdfast-bench:", err)
 		os.Exit(1)

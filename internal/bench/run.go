@@ -28,6 +28,9 @@ type Config struct {
 	// DockerDriver is the legacy plugin name B2 registers
 	// (/run/docker/plugins/NAME.sock).
 	DockerDriver string
+	// Only, when not empty, names the suites to run: ceilings, control,
+	// docker, data.
+	Only []string
 }
 
 // Full is make bench's workload, as the issue sets it.
@@ -59,16 +62,16 @@ func Run(c Config, progress func(string)) *Report {
 		run  func(dir string) ([]Row, error)
 	}{
 		{"ceilings", func(dir string) ([]Row, error) { return Ceilings(c.Bin, dir, c.Data.Seq, c.CeilingTime) }},
-		{"control plane (B1, B3, B5)", func(dir string) ([]Row, error) {
+		{"control", func(dir string) ([]Row, error) {
 			return withPlugin(c.Bin, dir, "", func(p *Plugin) ([]Row, error) { return Control(p, c.Cycles, c.Volumes) })
 		}},
-		{"dockerd (B2)", func(dir string) ([]Row, error) { return dockerSuite(c, dir) }},
-		{"data path (B4)", func(dir string) ([]Row, error) {
+		{"docker", func(dir string) ([]Row, error) { return dockerSuite(c, dir) }},
+		{"data", func(dir string) ([]Row, error) {
 			return withPlugin(c.Bin, dir, "", func(p *Plugin) ([]Row, error) { return Data(p, c.Data) })
 		}},
 	}
 	for i, s := range suites {
-		if s.name == "dockerd (B2)" && c.DockerSock == "" {
+		if (s.name == "docker" && c.DockerSock == "") || (len(c.Only) > 0 && !slices.Contains(c.Only, s.name)) {
 			continue
 		}
 		progress(s.name)
