@@ -401,7 +401,11 @@ func makeImage(file string, size int64) error {
 	if err != nil {
 		return fmt.Errorf("create backing file: %w", err)
 	}
-	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
+	// A long allocation (tmpfs zeroes every page) is interrupted by the
+	// Go runtime's preemption signals: EINTR, and the call is retried.
+	for err = unix.EINTR; errors.Is(err, unix.EINTR); {
+		err = unix.Fallocate(int(f.Fd()), 0, 0, size)
+	}
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		err = f.Truncate(size)
 	}

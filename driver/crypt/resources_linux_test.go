@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -278,5 +279,37 @@ func TestFullCryptVolume(t *testing.T) {
 	for _, name := range []string{"full", "other"} {
 		require.NoError(t, s.api.Remove(&volume.RemoveRequest{Name: name}))
 		s.requireLocked(name)
+	}
+}
+
+// TestLongAllocationIsRetried allocates images on a tmpfs, which zeroes
+// every page and gives up with EINTR when a signal arrives: the Go
+// runtime's preemption signals (SIGURG) did that in the guest. The test
+// sends SIGURG to the allocating thread all along; the interrupted call
+// must be retried, not reported. Debian's 6.1 kernel (the guest's)
+// interrupts the call; this host's 6.18 does not, so make vmtest is where
+// this test can fail.
+func TestLongAllocationIsRetried(t *testing.T) {
+	dir := mountTmpfs(t, 320<<20)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid, stop, done := unix.Gettid(), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				unix.Tgkill(os.Getpid(), tid, unix.SIGURG)
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for i := range 3 {
+		file := filepath.Join(dir, fmt.Sprint("img", i))
+		require.NoError(t, makeImage(file, 256<<20))
+		assert.EqualValues(t, 256<<20, allocated(t, file))
+		require.NoError(t, os.Remove(file))
 	}
 }
