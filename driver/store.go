@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -18,6 +19,8 @@ var ErrLocked = errors.New("database is locked by another holdfast process")
 // and fsynced before it returns.
 type Store struct {
 	db *bolt.DB
+	// dir holds the database: --root.
+	dir string
 }
 
 // OpenStore opens (creating if needed) the database at path and takes its
@@ -38,7 +41,7 @@ func OpenStore(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("init %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, dir: filepath.Dir(path)}, nil
 }
 
 // Close releases the database and its lock.
@@ -54,7 +57,7 @@ func (s *Store) Put(v *Volume) error {
 		return tx.Bucket(bucketVolumes).Put([]byte(v.Name), buf)
 	})
 	if err != nil {
-		return fmt.Errorf("save volume %s: %w", v.Name, err)
+		return NoSpace(fmt.Errorf("save volume %s: %w", v.Name, err), "--root", s.dir)
 	}
 	return nil
 }
@@ -65,7 +68,7 @@ func (s *Store) Delete(name string) error {
 		return tx.Bucket(bucketVolumes).Delete([]byte(name))
 	})
 	if err != nil {
-		return fmt.Errorf("delete volume %s: %w", name, err)
+		return NoSpace(fmt.Errorf("delete volume %s: %w", name, err), "--root", s.dir)
 	}
 	return nil
 }

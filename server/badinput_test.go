@@ -254,6 +254,7 @@ func badInputCases() []badInputCase {
 		{name: "local password=", body: create("new1", key("local", "password")), errPart: `invalid option "password" for type=local`, secret: true},
 		{name: "tmpfs key=", body: create("new1", key("tmpfs", "key")), errPart: `invalid option "key" for type=tmpfs`, secret: true},
 		{name: "nfs secret=", body: create("new1", key("nfs", "secret")), errPart: `invalid option "secret" for type=nfs: valid options are addr, device, o, share, type`, secret: true},
+		{name: "nfs o=password=", body: create("new1", opts{"type": "nfs", "share": "127.0.0.1:/x", "o": "hard,password=" + secret}), errPart: "password: NFS mounts take no key material", secret: true},
 		{name: "key in an existing volume's options", body: create("vault", opts{"type": "crypt", "size": "32m", "passphrase": secret}), errPart: "key material never goes in an option", secret: true},
 
 		// Mount IDs and ownership.

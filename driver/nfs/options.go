@@ -420,6 +420,8 @@ func checkOpt(m mountOpt) error {
 		return fmt.Errorf("%q is not an option name", m.key)
 	case strings.ContainsAny(m.value, "\x00\n"):
 		return fmt.Errorf("%s: the value contains a NUL or newline", m.key)
+	case driver.Sensitive(m.key):
+		return fmt.Errorf("%s: NFS mounts take no key material, and every Docker user can read a volume's options with docker volume inspect; for authentication use sec=krb5 with the host's keytab", m.key)
 	case refused[m.key] != "":
 		return fmt.Errorf("%s: %s", m.key, refused[m.key])
 	case slices.Contains(notNFS, m.key):

@@ -130,7 +130,7 @@ func TestParseRefuses(t *testing.T) {
 		{"bad port", map[string]string{"share": "nas:/x", "o": "port=nfs"}, "port=nfs: want a port number"},
 		{"bad proto", map[string]string{"share": "nas:/x", "o": "proto=sctp"}, "proto=sctp: want tcp, udp or rdma"},
 		{"empty key", map[string]string{"share": "nas:/x", "o": "=1"}, `"" is not an option name`},
-		{"secret never echoed", map[string]string{"share": "nas:/x", "o": "password=hunter2,uid=1"}, "invalid option o for type=nfs: uid: NFS keeps ownership"},
+		{"secret never echoed", map[string]string{"share": "nas:/x", "o": "password=hunter2,uid=1"}, "invalid option o for type=nfs: password: NFS mounts take no key material"},
 	}
 	b := &Backend{}
 	for _, tt := range tests {
@@ -175,7 +175,15 @@ func TestCandidates(t *testing.T) {
 }
 
 func TestRedactedOptions(t *testing.T) {
-	o, err := parseO("sec=krb5,password=hunter2,hard")
-	require.NoError(t, err)
+	o := optList{{key: "sec", value: "krb5", hasValue: true}, {key: "password", value: "hunter2", hasValue: true}, {key: "hard"}}
 	assert.Equal(t, "sec=krb5,password=********,hard", o.redacted())
+}
+
+func TestKeyMaterialInORefused(t *testing.T) {
+	for _, item := range []string{"password=hunter2", "secret=hunter2", "token=hunter2", "passwd=hunter2"} {
+		_, err := parseO("hard," + item)
+		require.Error(t, err, item)
+		assert.Contains(t, err.Error(), "NFS mounts take no key material")
+		assert.NotContains(t, err.Error(), "hunter2")
+	}
 }
