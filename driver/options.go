@@ -50,16 +50,33 @@ func Sensitive(name string) bool {
 	return false
 }
 
-// Redact returns a copy of opts with the values of sensitive options masked.
+// Redact returns a copy of opts with the values of sensitive options
+// masked, including those inside a list of mount options such as
+// o=vers=4,password=x.
 func Redact(opts map[string]string) map[string]string {
 	out := make(map[string]string, len(opts))
 	for k, v := range opts {
 		if Sensitive(k) {
-			v = "********"
+			v = masked
+		} else if strings.Contains(v, "=") {
+			v = redactList(v)
 		}
 		out[k] = v
 	}
 	return out
+}
+
+const masked = "********"
+
+// redactList masks the sensitive values of a comma-separated k=v list.
+func redactList(list string) string {
+	items := strings.Split(list, ",")
+	for i, item := range items {
+		if k, _, ok := strings.Cut(item, "="); ok && Sensitive(strings.TrimSpace(k)) {
+			items[i] = k + "=" + masked
+		}
+	}
+	return strings.Join(items, ",")
 }
 
 // ParseOptions checks raw against specs and returns the canonical options,

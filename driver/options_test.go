@@ -142,4 +142,8 @@ func TestRedact(t *testing.T) {
 		assert.Equal(t, "********", got[k], k)
 	}
 	assert.Equal(t, "abc", in["key"], "input untouched")
+
+	got = Redact(map[string]string{"o": "addr=nas,password=hunter2, token = t,vers=4", "share": "nas:/x"})
+	assert.Equal(t, "addr=nas,password=********, token =********,vers=4", got["o"], "inside mount option lists too")
+	assert.Equal(t, "nas:/x", got["share"])
 }
