@@ -261,7 +261,8 @@ func (d *Driver) makeVolumeDir(ctx context.Context, v *Volume) error {
 	return os.Mkdir(v.Dir, 0o700)
 }
 
-// discard removes what exists of v's storage and its directory; the
+// discard removes what exists of v's storage, moves its directory to the
+// trash (in one rename, intent included) and removes its mountpoint; the
 // caller deletes the record, if there is one.
 func (d *Driver) discard(ctx context.Context, b Backend, v *Volume) error {
 	if b != nil {
@@ -269,7 +270,22 @@ func (d *Driver) discard(ctx context.Context, b Backend, v *Volume) error {
 			return err
 		}
 	}
-	return d.removeDir(v.Dir)
+	if err := d.checkRemovable(v.Dir); err != nil {
+		return err
+	}
+	if err := d.trash(v.Dir); err != nil {
+		return err
+	}
+	d.removeMountpoint(v)
+	return nil
+}
+
+// removeMountpoint removes v's mountpoint directory if it is there and
+// empty: a crash between making and removing it may leave it.
+func (d *Driver) removeMountpoint(v *Volume) {
+	if err := os.Remove(v.Mountpoint); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		d.cfg.Log.WithError(err).WithField("volume", v.Name).Warn("mountpoint left behind")
+	}
 }
 
 // lock finds the entry of a ready volume and takes its op lock. The caller
@@ -482,6 +498,7 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	if err := d.trash(v.Dir); err != nil {
 		d.cfg.Log.WithError(err).WithField("volume", v.Name).Error("the removed volume's directory is left behind; holdfast deletes it at its next start, or before a volume of this name is created")
 	}
+	d.removeMountpoint(v)
 	d.forget(v.Name, e)
 	return nil
 }

@@ -49,12 +49,18 @@ func writeIntent(v *Volume, op string) error {
 
 // readIntent returns the intent in dir, or nil if there is none.
 func readIntent(dir string) (*intent, error) {
-	b, err := os.ReadFile(filepath.Join(dir, intentFile))
+	path := filepath.Join(dir, intentFile)
+	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
+	}
+	if len(b) == 0 {
+		// Killed between creating the file and writing it (one write, so
+		// it is empty or whole): the request had not begun.
+		return nil, dropFile(path)
 	}
 	in := &intent{}
 	err = json.Unmarshal(b, in)
@@ -65,8 +71,10 @@ func readIntent(dir string) (*intent, error) {
 }
 
 // dropIntent deletes v's intent once the request is committed.
-func dropIntent(v *Volume) error {
-	err := os.Remove(filepath.Join(v.Dir, intentFile))
+func dropIntent(v *Volume) error { return dropFile(filepath.Join(v.Dir, intentFile)) }
+
+func dropFile(path string) error {
+	err := os.Remove(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}

@@ -135,7 +135,9 @@ func (d *Driver) clearLeftover(ctx context.Context, dir string) error {
 }
 
 // finish removes a volume whose Create or Remove was interrupted (in both
-// cases the volume must not exist): unmount, storage, directory, record.
+// cases the volume must not exist): unmount, record, storage, directory.
+// A remove intent stays in the directory until it goes to the trash with
+// it, so a crash at any point here is finished at the next start.
 func (d *Driver) finish(v *Volume, op string, mounted bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
 	defer cancel()
@@ -146,10 +148,15 @@ func (d *Driver) finish(v *Volume, op string, mounted bool) error {
 		}
 	}
 	d.cfg.Log.WithField("volume", v.Name).Warnf("completing a %s interrupted by a crash: removing the volume", op)
-	if err := d.discard(ctx, b, v); err != nil {
+	if fi, err := os.Lstat(v.Dir); err == nil && fi.IsDir() {
+		if err := writeIntent(v, intentRemove); err != nil {
+			return err
+		}
+	}
+	if err := d.store.Delete(v.Name); err != nil {
 		return err
 	}
-	return d.store.Delete(v.Name)
+	return d.discard(ctx, b, v)
 }
 
 // adopt reconciles a ready volume's leases and mount with this boot.
