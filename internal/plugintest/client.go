@@ -38,35 +38,45 @@ func NewClient(sock string) *Client {
 // decodes the answer into resp, which may be nil. An {"Err": ...} answer
 // is returned as an error with that message.
 func (c *Client) Call(endpoint string, req, resp any) error {
-	body, err := json.Marshal(req)
+	status, raw, err := c.Post(endpoint, req)
 	if err != nil {
 		return err
-	}
-	hreq, err := http.NewRequest(http.MethodPost, "http://plugin/"+endpoint, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	hreq.Header.Set("Content-Type", ContentType)
-	res, err := c.http.Do(hreq)
-	if err != nil {
-		return fmt.Errorf("%s: %w", endpoint, err)
-	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
-	if err != nil {
-		return fmt.Errorf("%s: %w", endpoint, err)
 	}
 	var e struct{ Err string }
 	if json.Unmarshal(raw, &e) == nil && e.Err != "" {
 		return errors.New(e.Err)
 	}
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: HTTP %d: %s", endpoint, res.StatusCode, raw)
+	if status != http.StatusOK {
+		return fmt.Errorf("%s: HTTP %d: %s", endpoint, status, raw)
 	}
 	if resp == nil {
 		return nil
 	}
 	return json.Unmarshal(raw, resp)
+}
+
+// Post posts req as JSON to the endpoint and returns the answer's status
+// and body, undecoded.
+func (c *Client) Post(endpoint string, req any) (int, []byte, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	hreq, err := http.NewRequest(http.MethodPost, "http://plugin/"+endpoint, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	hreq.Header.Set("Content-Type", ContentType)
+	res, err := c.http.Do(hreq)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s: %w", endpoint, err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s: %w", endpoint, err)
+	}
+	return res.StatusCode, raw, nil
 }
 
 // WaitReady waits until the plugin answers Plugin.Activate.
