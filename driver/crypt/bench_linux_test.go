@@ -23,7 +23,7 @@ func benchEngine() string {
 }
 
 const (
-	benchSize  = 256 << 20
+	benchSize  = 128 << 20
 	benchBytes = 64 << 20
 )
 

@@ -15,10 +15,13 @@ import (
 
 // DataSizes sets the data path workload: Seq bytes written then read in
 // 1 MiB blocks, and Rand 4 KiB writes at random offsets of a RandFile-byte
-// file, Reps times on each side; each figure is the median of the reps.
+// file, Reps times on each side (CryptReps for crypt); each figure is the
+// median of the reps.
 type DataSizes struct {
 	Seq, RandFile int64
 	Rand, Reps    int
+	// CryptReps is Reps for crypt, whose runs take minutes.
+	CryptReps int
 }
 
 // target is somewhere to run the workload: a mounted directory.
@@ -35,19 +38,20 @@ func Data(p *Plugin, sz DataSizes) ([]Row, error) {
 	pairs := []struct {
 		kind     string
 		min      float64
+		reps     int
 		hf, base target
 	}{
-		{"tmpfs", 0.97, volumeTarget(p, "bench-tmpfs", map[string]string{"type": "tmpfs", "size": size}),
+		{"tmpfs", 0.97, sz.Reps, volumeTarget(p, "bench-tmpfs", map[string]string{"type": "tmpfs", "size": size}),
 			target{"raw tmpfs", func() (string, func() error, error) { return rawTmpfs(p.Dir, size) }}},
-		{"local", 0.97, volumeTarget(p, "bench-local", nil),
+		{"local", 0.97, sz.Reps, volumeTarget(p, "bench-local", nil),
 			target{"plain directory", func() (string, func() error, error) { return plainDir(p.Dir) }}},
-		{"crypt", 0.8, volumeTarget(p, "bench-crypt", map[string]string{"type": "crypt", "size": size}),
+		{"crypt", 0.8, sz.CryptReps, volumeTarget(p, "bench-crypt", map[string]string{"type": "crypt", "size": size}),
 			target{"plain ext4 loop file", func() (string, func() error, error) { return ext4Loop(p.Dir, size) }}},
 	}
 	var rows []Row
 	for _, pr := range pairs {
 		var hf, base samples
-		for rep := range sz.Reps {
+		for rep := range pr.reps {
 			sides := []*samples{&hf, &base}
 			targets := []target{pr.hf, pr.base}
 			if rep%2 == 1 {

@@ -37,7 +37,7 @@ type Config struct {
 func Full() Config {
 	return Config{
 		Cycles: 2000, Volumes: 10000, Pairs: 200,
-		Data:        DataSizes{Seq: 1 << 30, RandFile: 256 << 20, Rand: 20000, Reps: 3},
+		Data:        DataSizes{Seq: 1 << 30, RandFile: 256 << 20, Rand: 20000, Reps: 5, CryptReps: 3},
 		CeilingTime: time.Second,
 		DockerSock:  "/var/run/docker.sock", DockerDriver: "holdfast-bench",
 	}
@@ -47,7 +47,7 @@ func Full() Config {
 func Quick() Config {
 	return Config{
 		Cycles: 20, Volumes: 200, Pairs: 5,
-		Data:         DataSizes{Seq: 8 << 20, RandFile: 4 << 20, Rand: 200, Reps: 2},
+		Data:         DataSizes{Seq: 8 << 20, RandFile: 4 << 20, Rand: 200, Reps: 2, CryptReps: 2},
 		CeilingTime:  50 * time.Millisecond,
 		DockerDriver: "holdfast-bench",
 	}
