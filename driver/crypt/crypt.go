@@ -430,9 +430,11 @@ func makeImage(file string, size int64) error {
 	if err != nil {
 		return fmt.Errorf("create backing file: %w", err)
 	}
-	// A long allocation (tmpfs zeroes every page) is interrupted by the
-	// Go runtime's preemption signals: EINTR, and the call is retried.
-	for err = unix.EINTR; errors.Is(err, unix.EINTR); {
+	// A long allocation (tmpfs zeroes every page) gives up with EINTR when
+	// a signal arrives, such as the Go runtime's: it is retried, a bounded
+	// number of times.
+	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
+	for try := 0; errors.Is(err, unix.EINTR) && try < 100; try++ {
 		err = unix.Fallocate(int(f.Fd()), 0, 0, size)
 	}
 	if errors.Is(err, unix.EOPNOTSUPP) {

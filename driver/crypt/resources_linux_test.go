@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/moby/sys/mountinfo"
@@ -284,31 +285,29 @@ func TestFullCryptVolume(t *testing.T) {
 
 // TestLongAllocationIsRetried allocates images on a tmpfs, which zeroes
 // every page and gives up with EINTR when a signal arrives: the Go
-// runtime's preemption signals (SIGURG) did that in the guest. The test
-// sends SIGURG to the allocating thread all along; the interrupted call
-// must be retried, not reported. Debian's 6.1 kernel (the guest's)
-// interrupts the call; this host's 6.18 does not, so make vmtest is where
-// this test can fail.
+// runtime's signals did that in the guest. The test sends a burst of
+// SIGURG (which the runtime ignores) to the allocating thread as each
+// allocation starts; the interrupted call must be retried, not reported.
+// Debian's 6.1 kernel (the guest's) interrupts the call; this host's 6.18
+// does not, so make vmtest is where this test can fail.
 func TestLongAllocationIsRetried(t *testing.T) {
 	dir := mountTmpfs(t, 320<<20)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	tid, stop, done := unix.Gettid(), make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				unix.Tgkill(os.Getpid(), tid, unix.SIGURG)
-			}
-		}
-	}()
-	defer func() { close(stop); <-done }()
+	tid := unix.Gettid()
 	for i := range 3 {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for range 50 {
+				unix.Tgkill(os.Getpid(), tid, unix.SIGURG)
+				time.Sleep(time.Millisecond)
+			}
+		}()
 		file := filepath.Join(dir, fmt.Sprint("img", i))
-		require.NoError(t, makeImage(file, 256<<20))
+		err := makeImage(file, 256<<20)
+		<-done
+		require.NoError(t, err)
 		assert.EqualValues(t, 256<<20, allocated(t, file))
 		require.NoError(t, os.Remove(file))
 	}
