@@ -245,10 +245,16 @@ func (r *rig) assertNoSecret(key []byte) {
 		}
 	}
 	err := filepath.Walk(r.root, func(path string, info os.FileInfo, err error) error {
+		if os.IsNotExist(err) {
+			return nil // a removed volume's trash, deleted meanwhile
+		}
 		if err != nil || !info.Mode().IsRegular() {
 			return err
 		}
 		b, err := os.ReadFile(path)
+		if os.IsNotExist(err) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
