@@ -573,6 +573,30 @@ func TestDamagedIntentIsLeftAlone(t *testing.T) {
 	assert.DirExists(t, filepath.Join(v.Dir, "data"))
 }
 
+func TestIntentsAreReplacedWhole(t *testing.T) {
+	r := newRig(t)
+	r.create("vol", nil)
+	v, err := r.d.get("vol")
+	require.NoError(t, err)
+	// A kill before the rename leaves only the temporary file: that
+	// request had not begun, and the volume stays.
+	require.NoError(t, os.WriteFile(filepath.Join(v.Dir, intentTemp), []byte(`{"Op":"remove","Volume":{"Na`), 0o600))
+	r.restart(false)
+	_, err = r.d.get("vol")
+	require.NoError(t, err)
+	assert.NoFileExists(t, filepath.Join(v.Dir, intentTemp))
+	// A remove intent being rewritten (start-up finishing a Remove) is
+	// never emptied on the way: the removal is completed.
+	require.NoError(t, writeIntent(v, intentRemove))
+	require.NoError(t, writeIntent(v, intentRemove))
+	in, err := readIntent(v.Dir)
+	require.NoError(t, err)
+	assert.Equal(t, intentRemove, in.Op)
+	r.restart(false)
+	_, err = r.d.get("vol")
+	assert.ErrorIs(t, err, ErrNotFound)
+}
+
 func TestUnsupportedTypeInStateIsKept(t *testing.T) {
 	r := newRig(t)
 	r.create("future", nil)

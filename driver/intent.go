@@ -19,10 +19,16 @@ import (
 //     then deletes the record, then the directory. A remove intent is
 //     always completed: the backend may already have destroyed the key.
 //
+// An intent is written to a temporary file renamed over the intent, so a
+// kill never leaves a half-written or emptied one (an emptied remove intent
+// would let start-up keep a volume whose key Remove had destroyed).
 // Intents are not fsynced: they need to survive a crash of holdfast (the
 // kernel keeps the page cache), and after a power cut an unacknowledged
 // request may be lost either way.
-const intentFile = ".holdfast-intent"
+const (
+	intentFile = ".holdfast-intent"
+	intentTemp = ".holdfast-intent.tmp"
+)
 
 // Intent operations.
 const (
@@ -41,7 +47,12 @@ func writeIntent(v *Volume, op string) error {
 	if err != nil {
 		return fmt.Errorf("encode intent for %s: %w", v.Name, err)
 	}
-	if err := os.WriteFile(filepath.Join(v.Dir, intentFile), b, 0o600); err != nil {
+	tmp := filepath.Join(v.Dir, intentTemp)
+	err = os.WriteFile(tmp, b, 0o600)
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(v.Dir, intentFile))
+	}
+	if err != nil {
 		return fmt.Errorf("record %s of %s: %w", op, v.Name, err)
 	}
 	return nil
@@ -49,6 +60,11 @@ func writeIntent(v *Volume, op string) error {
 
 // readIntent returns the intent in dir, or nil if there is none.
 func readIntent(dir string) (*intent, error) {
+	// A temporary intent is one a kill kept from being renamed into place:
+	// that request had not begun.
+	if err := dropFile(filepath.Join(dir, intentTemp)); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, intentFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -56,11 +72,6 @@ func readIntent(dir string) (*intent, error) {
 	}
 	if err != nil {
 		return nil, err
-	}
-	if len(b) == 0 {
-		// Killed between creating the file and writing it (one write, so
-		// it is empty or whole): the request had not begun.
-		return nil, dropFile(path)
 	}
 	in := &intent{}
 	err = json.Unmarshal(b, in)
