@@ -37,7 +37,7 @@ type Config struct {
 func Full() Config {
 	return Config{
 		Cycles: 2000, Volumes: 10000, Pairs: 200,
-		Data:        DataSizes{Seq: 1 << 30, RandFile: 256 << 20, Rand: 20000, Reps: 5, CryptReps: 3},
+		Data:        DataSizes{Seq: 1 << 30, RandFile: 256 << 20, Rand: 20000, Reps: 6, CryptReps: 2},
 		CeilingTime: time.Second,
 		DockerSock:  "/var/run/docker.sock", DockerDriver: "holdfast-bench",
 	}
