@@ -456,7 +456,9 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 	return nil
 }
 
-// Remove deletes a volume that has no leases, and its data.
+// Remove deletes a volume that has no leases, and its data: a remove
+// intent, the backend's storage, one commit, then the directory goes to
+// the trash. A crash after the intent is completed at the next start.
 func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	e, v, err := d.lock(req.Name)
 	if err != nil {
