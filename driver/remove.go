@@ -11,18 +11,6 @@ import (
 	"time"
 )
 
-// removeDir deletes dir, a volume's private directory, once checkRemovable
-// allows it. A missing dir is fine.
-func (d *Driver) removeDir(dir string) error {
-	if err := d.checkRemovable(dir); err != nil {
-		return err
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("remove %s: %w", dir, err)
-	}
-	return nil
-}
-
 // checkRemovable checks that dir is a real directory directly under
 // Root/volumes (not a symlink out of it), or missing, and that nothing is
 // mounted at or below it.
