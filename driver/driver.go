@@ -14,10 +14,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
+
+	"github.com/holdfast/holdfast/internal/failpoint"
 )
 
 // Deadlines for backend work, inside dockerd's own per-call timeouts
@@ -46,6 +49,8 @@ type Config struct {
 	Backends map[string]Backend
 	// Log receives the driver's own messages.
 	Log logrus.FieldLogger
+	// Faults fails steps on purpose, for tests; nil in production.
+	Faults *failpoint.Set
 }
 
 // Driver is holdfast's volume.Driver. It owns the map of volumes: mu guards
@@ -62,6 +67,8 @@ type Driver struct {
 	list []*volume.Volume
 	// deleting counts the removed volumes' directories being deleted.
 	deleting sync.WaitGroup
+	// trashed numbers the entries moved to the trash by this process.
+	trashed atomic.Uint64
 }
 
 type entry struct {
@@ -88,6 +95,7 @@ func New(cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
+	store.faults = cfg.Faults
 	d := &Driver{cfg: cfg, store: store, vols: map[string]*entry{}}
 	if err := d.reconcile(); err != nil {
 		store.Close()
@@ -121,7 +129,8 @@ func (d *Driver) Close() error {
 }
 
 // Create creates a volume, or succeeds without change if it exists with
-// the same options.
+// the same options. A removal holdfast could not complete is completed
+// first.
 func (d *Driver) Create(req *volume.CreateRequest) error {
 	if err := ValidateName(req.Name); err != nil {
 		return err
@@ -134,7 +143,13 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	e := d.lockEntry(req.Name)
 	defer e.op.Unlock()
 	if cur := d.record(e); cur != nil {
-		return sameVolume(cur, typ, opts)
+		if cur.Phase != PhaseRemoving {
+			return sameVolume(cur, typ, opts)
+		}
+		if err := d.retryRemove(cur); err != nil {
+			return fmt.Errorf("an earlier volume %s is still being removed and its removal failed again: %w", cur.Name, err)
+		}
+		d.setRecord(e, nil)
 	}
 	v := d.newVolume(req.Name, typ, opts)
 	if err := d.create(b, v); err != nil {
@@ -219,15 +234,15 @@ func (d *Driver) setPaths(v *Volume) {
 }
 
 // create has the backend make v and commits its record: one commit, with
-// an intent in v's directory covering a crash before it. On failure it
-// leaves nothing behind.
+// a create intent in v's directory covering a crash before it. On failure
+// it leaves nothing behind.
 func (d *Driver) create(b Backend, v *Volume) error {
 	ctx, cancel := context.WithTimeout(context.Background(), longOpTimeout)
 	defer cancel()
 	if err := d.makeVolumeDir(ctx, v); err != nil {
 		return RootFull(err, v)
 	}
-	err := writeIntent(v, intentCreate)
+	err := d.writeRecord(v, creatingFile)
 	if err == nil {
 		err = b.Create(ctx, v)
 	}
@@ -237,12 +252,12 @@ func (d *Driver) create(b Backend, v *Volume) error {
 	}
 	if err != nil {
 		if derr := d.discard(ctx, b, v); derr != nil {
-			d.cfg.Log.WithError(derr).WithField("volume", v.Name).Error("a failed Create left storage behind; holdfast removes it at its next start")
+			d.cfg.Log.WithError(derr).WithField("volume", v.Name).Error("a failed Create left storage behind; holdfast removes it at its next start, or before a volume of this name is created")
 		}
 		return RootFull(err, v)
 	}
-	if err := dropIntent(v); err != nil {
-		d.cfg.Log.WithError(err).WithField("volume", v.Name).Warn("intent file left behind; holdfast deletes it at its next start")
+	if err := d.markCreated(v); err != nil {
+		d.cfg.Log.WithError(err).WithField("volume", v.Name).Warn("create intent left behind; holdfast turns it into the volume's record at its next start")
 	}
 	return nil
 }
@@ -251,7 +266,10 @@ func (d *Driver) create(b Backend, v *Volume) error {
 // interrupted request is cleared first; anything else is refused, never
 // reused or deleted.
 func (d *Driver) makeVolumeDir(ctx context.Context, v *Volume) error {
-	err := os.Mkdir(v.Dir, 0o700)
+	err := d.step("mkdir volume directory")
+	if err == nil {
+		err = os.Mkdir(v.Dir, 0o700)
+	}
 	if !errors.Is(err, fs.ErrExist) {
 		return err
 	}
@@ -261,36 +279,19 @@ func (d *Driver) makeVolumeDir(ctx context.Context, v *Volume) error {
 	return os.Mkdir(v.Dir, 0o700)
 }
 
-// discard removes what exists of v's storage, moves its directory to the
-// trash (in one rename, intent included) and removes its mountpoint; the
-// caller deletes the record, if there is one.
-func (d *Driver) discard(ctx context.Context, b Backend, v *Volume) error {
-	if b != nil {
-		if err := b.Remove(ctx, v); err != nil {
-			return err
-		}
-	}
-	if err := d.checkRemovable(v.Dir); err != nil {
-		return err
-	}
-	if err := d.trash(v.Dir); err != nil {
-		return err
-	}
-	d.removeMountpoint(v)
-	return nil
-}
-
-// removeMountpoint removes v's mountpoint directory if it is there and
-// empty: a crash between making and removing it may leave it.
-func (d *Driver) removeMountpoint(v *Volume) {
-	if err := os.Remove(v.Mountpoint); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		d.cfg.Log.WithError(err).WithField("volume", v.Name).Warn("mountpoint left behind")
-	}
-}
-
 // lock finds the entry of a ready volume and takes its op lock. The caller
 // must unlock e.op. It returns a copy of the record to work on.
 func (d *Driver) lock(name string) (*entry, *Volume, error) {
+	e, v, err := d.lockAny(name)
+	if err == nil && v.Phase != PhaseReady {
+		e.op.Unlock()
+		return nil, nil, errorf(ErrNotFound, "no such volume: %s (an earlier removal of it is not complete: docker volume rm %s completes it)", name, name)
+	}
+	return e, v, err
+}
+
+// lockAny is lock for a volume in any phase.
+func (d *Driver) lockAny(name string) (*entry, *Volume, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, nil, err
 	}
@@ -355,171 +356,8 @@ func (d *Driver) backend(v *Volume) (Backend, error) {
 	return b, nil
 }
 
-// Mount takes a lease for req.ID, mounting the volume if it is the first.
-func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) {
-	e, v, err := d.lock(req.Name)
-	if err != nil {
-		return nil, err
-	}
-	defer e.op.Unlock()
-	if req.ID == "" {
-		return nil, fmt.Errorf("mount %s: a mount ID is required (dockerd sends one with every Mount)", req.Name)
-	}
-	if _, ok := v.Leases[req.ID]; ok && v.Mounted {
-		return &volume.MountResponse{Mountpoint: v.Mountpoint}, nil
-	}
-	b, err := d.backend(v)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), longOpTimeout)
-	defer cancel()
-	mountedNow := false
-	if !v.Mounted {
-		if err := d.mount(ctx, b, v); err != nil {
-			return nil, fmt.Errorf("mount %s: %w", v.Name, err)
-		}
-		mountedNow = true
-	}
-	if v.Leases == nil {
-		v.Leases = map[string]time.Time{}
-	}
-	v.Leases[req.ID] = time.Now().UTC()
-	v.BootID = d.cfg.BootID
-	if err := d.save(e, v); err != nil {
-		if mountedNow {
-			d.unmount(ctx, b, v)
-		}
-		return nil, fmt.Errorf("mount %s: %w", v.Name, err)
-	}
-	return &volume.MountResponse{Mountpoint: v.Mountpoint}, nil
-}
-
-// mount creates the mountpoint and mounts the backend on it.
-func (d *Driver) mount(ctx context.Context, b Backend, v *Volume) error {
-	if err := os.MkdirAll(v.Mountpoint, 0o755); err != nil {
-		return fmt.Errorf("create mountpoint: %w", err)
-	}
-	if err := b.Mount(ctx, v); err != nil {
-		os.Remove(v.Mountpoint)
-		return err
-	}
-	v.Mounted = true
-	return nil
-}
-
-// unmount unmounts the backend and removes the empty mountpoint.
-func (d *Driver) unmount(ctx context.Context, b Backend, v *Volume) error {
-	if err := b.Unmount(ctx, v); err != nil {
-		return err
-	}
-	v.Mounted = false
-	if err := os.Remove(v.Mountpoint); err != nil && !os.IsNotExist(err) {
-		d.cfg.Log.WithError(err).WithField("volume", v.Name).Warn("mountpoint left behind")
-	}
-	return nil
-}
-
-// Unmount releases the lease req.ID and unmounts the volume when it was the
-// last. An unknown ID is harmless. The release is committed before the
-// unmount, so a crash in between leaves a mount that start-up removes
-// rather than a lease that would never be released.
-func (d *Driver) Unmount(req *volume.UnmountRequest) error {
-	e, v, err := d.lock(req.Name)
-	if err != nil {
-		return err
-	}
-	defer e.op.Unlock()
-	if _, ok := v.Leases[req.ID]; !ok {
-		d.cfg.Log.WithFields(logrus.Fields{"volume": v.Name, "id": req.ID}).Debug("unmount of unknown mount ID ignored")
-		return nil
-	}
-	delete(v.Leases, req.ID)
-	if err := d.save(e, v); err != nil {
-		return fmt.Errorf("unmount %s: %w", v.Name, err)
-	}
-	if len(v.Leases) > 0 || !v.Mounted {
-		return nil
-	}
-	b, err := d.backend(v)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
-	defer cancel()
-	if err := d.unmount(ctx, b, v); err != nil {
-		return fmt.Errorf("unmount %s: %w (the volume stays mounted; holdfast retries at the next Mount or Remove)", v.Name, err)
-	}
-	// Not committed: the stored record may still say mounted, and start-up
-	// believes the mount table, not the record.
-	d.setRecord(e, v.clone())
-	return nil
-}
-
-// Remove deletes a volume that has no leases, and its data: a remove
-// intent, the backend's storage, one commit, then the directory goes to
-// the trash. A crash after the intent is completed at the next start.
-func (d *Driver) Remove(req *volume.RemoveRequest) error {
-	e, v, err := d.lock(req.Name)
-	if err != nil {
-		return err
-	}
-	defer e.op.Unlock()
-	if n := len(v.Leases); n > 0 {
-		return errorf(ErrInUse, "volume %s is in use by %d mounts; stop the containers using it first", v.Name, n)
-	}
-	b, err := d.backend(v)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
-	defer cancel()
-	if v.Mounted {
-		if err := d.unmount(ctx, b, v); err != nil {
-			return fmt.Errorf("remove %s: %w", v.Name, err)
-		}
-	}
-	if err := d.readyToRemove(ctx, b, v); err != nil {
-		return err
-	}
-	// The intent comes first: once the backend has destroyed anything
-	// (a generated key), the removal must be completed, even after a crash.
-	if err := writeIntent(v, intentRemove); err != nil {
-		return fmt.Errorf("remove %s: %w", v.Name, err)
-	}
-	if err := b.Remove(ctx, v); err != nil {
-		if derr := dropIntent(v); derr != nil {
-			d.cfg.Log.WithError(derr).WithField("volume", v.Name).Error("intent file left behind: holdfast will complete this removal at its next start")
-		}
-		return fmt.Errorf("remove %s: %w", v.Name, err)
-	}
-	if err := d.store.Delete(v.Name); err != nil {
-		return fmt.Errorf("remove %s: %w; holdfast completes the removal at its next start", v.Name, err)
-	}
-	// checkRemovable passed above, under the op lock.
-	if err := d.trash(v.Dir); err != nil {
-		d.cfg.Log.WithError(err).WithField("volume", v.Name).Error("the removed volume's directory is left behind; holdfast deletes it at its next start, or before a volume of this name is created")
-	}
-	d.removeMountpoint(v)
-	d.forget(v.Name, e)
-	return nil
-}
-
-// readyToRemove checks that v's directory can be deleted. A mount below
-// it that a crash left (a crypt volume's filesystem) is released first
-// through the backend's Recover: the volume has no leases and is not
-// mounted, so nothing uses it.
-func (d *Driver) readyToRemove(ctx context.Context, b Backend, v *Volume) error {
-	err := d.checkRemovable(v.Dir)
-	r, ok := b.(Recoverer)
-	if err == nil || !ok {
-		return err
-	}
-	if rerr := r.Recover(ctx, v); rerr != nil {
-		return fmt.Errorf("%w (releasing it failed: %v)", err, rerr)
-	}
-	return d.checkRemovable(v.Dir)
-}
+// step names a fallible step, which tests may fail on purpose.
+func (d *Driver) step(name string) error { return d.cfg.Faults.Check(name) }
 
 // Path returns the mountpoint of a mounted volume, and "" otherwise.
 func (d *Driver) Path(req *volume.PathRequest) (*volume.PathResponse, error) {

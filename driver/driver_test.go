@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -469,16 +470,16 @@ func TestRestartCompletesInterruptedRequests(t *testing.T) {
 		return v
 	}
 	// Crashes between the intent and the commit, or just after the commit.
-	require.NoError(t, writeIntent(vol("half-removed"), intentRemove))
-	require.NoError(t, writeIntent(vol("committed"), intentCreate))
+	require.NoError(t, writeIntent(r.d, vol("half-removed"), intentRemove))
+	require.NoError(t, writeIntent(r.d, vol("committed"), intentCreate))
 	// A Create that crashed before its commit: a directory and an intent.
 	half := r.d.newVolume("half-created", "local", map[string]string{})
 	require.NoError(t, os.MkdirAll(filepath.Join(half.Dir, "data"), 0o700))
-	require.NoError(t, writeIntent(half, intentCreate))
+	require.NoError(t, writeIntent(r.d, half, intentCreate))
 	// A Remove that crashed after its commit, before deleting the directory.
 	gone := r.d.newVolume("removed", "local", map[string]string{})
 	require.NoError(t, os.MkdirAll(filepath.Join(gone.Dir, "data"), 0o700))
-	require.NoError(t, writeIntent(gone, intentRemove))
+	require.NoError(t, writeIntent(r.d, gone, intentRemove))
 	// Records of holdfast before intents, caught mid-request.
 	for name, phase := range map[string]Phase{"old-creating": PhaseCreating, "old-removing": PhaseRemoving} {
 		v := vol(name)
@@ -496,7 +497,8 @@ func TestRestartCompletesInterruptedRequests(t *testing.T) {
 	for _, name := range []string{"half-created", "half-removed", "removed", "old-creating", "old-removing"} {
 		assert.NoDirExists(t, filepath.Join(r.root, "volumes", name))
 	}
-	assert.NoFileExists(t, filepath.Join(r.root, "volumes", "committed", intentFile))
+	assert.NoFileExists(t, filepath.Join(r.root, "volumes", "committed", creatingFile))
+	assert.FileExists(t, filepath.Join(r.root, "volumes", "committed", recordFile))
 	all, err := r.d.store.All()
 	require.NoError(t, err)
 	assert.Len(t, all, 2)
@@ -555,10 +557,10 @@ func TestUnownedDirectories(t *testing.T) {
 	r.create("empty", nil)
 	left := r.d.newVolume("left", "local", map[string]string{})
 	require.NoError(t, os.MkdirAll(filepath.Join(left.Dir, "data", "old"), 0o700))
-	require.NoError(t, writeIntent(left, intentRemove))
+	require.NoError(t, writeIntent(r.d, left, intentRemove))
 	r.create("left", nil)
 	assert.NoDirExists(t, filepath.Join(left.Dir, "data", "old"))
-	assert.NoFileExists(t, filepath.Join(left.Dir, intentFile))
+	assert.NoFileExists(t, filepath.Join(left.Dir, removingFile))
 }
 
 func TestDamagedIntentIsLeftAlone(t *testing.T) {
@@ -566,7 +568,7 @@ func TestDamagedIntentIsLeftAlone(t *testing.T) {
 	r.create("vol", nil)
 	v, err := r.d.get("vol")
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(v.Dir, intentFile), []byte(`{"Op":"rem`), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(v.Dir, removingFile), []byte(`{"Volume":{"Na`), 0o600))
 	r.restart(false)
 	_, err = r.d.get("vol")
 	require.NoError(t, err, "a damaged intent must not remove a volume")
@@ -587,8 +589,8 @@ func TestIntentsAreReplacedWhole(t *testing.T) {
 	assert.NoFileExists(t, filepath.Join(v.Dir, intentTemp))
 	// A remove intent being rewritten (start-up finishing a Remove) is
 	// never emptied on the way: the removal is completed.
-	require.NoError(t, writeIntent(v, intentRemove))
-	require.NoError(t, writeIntent(v, intentRemove))
+	require.NoError(t, writeIntent(r.d, v, intentRemove))
+	require.NoError(t, writeIntent(r.d, v, intentRemove))
 	in, err := readIntent(v.Dir)
 	require.NoError(t, err)
 	assert.Equal(t, intentRemove, in.Op)
@@ -647,4 +649,34 @@ func TestConcurrentLeases(t *testing.T) {
 	r.restart(false)
 	assert.Equal(t, 10, r.status("busy")["leases"], "every committed lease survives a restart")
 	assert.Equal(t, true, r.status("busy")["mounted"])
+}
+
+// writeIntent leaves the intent of op in v's directory, as a request cut
+// short there would.
+func writeIntent(d *Driver, v *Volume, op string) error {
+	file := map[string]string{intentCreate: creatingFile, intentRemove: removingFile}[op]
+	return d.writeRecord(v, file)
+}
+
+func TestLegacyIntentsAreCompleted(t *testing.T) {
+	r := newRig(t)
+	r.create("old-remove", nil)
+	r.create("old-create", nil)
+	for name, op := range map[string]string{"old-remove": intentRemove, "old-create": intentCreate} {
+		v, err := r.d.get(name)
+		require.NoError(t, err)
+		require.NoError(t, os.Remove(filepath.Join(v.Dir, recordFile)), "an older holdfast wrote no record file")
+		b, err := json.Marshal(intent{Op: op, Volume: v})
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(v.Dir, legacyIntent), b, 0o600))
+	}
+	r.restart(false)
+	_, err := r.d.get("old-remove")
+	assert.ErrorIs(t, err, ErrNotFound)
+	v, err := r.d.get("old-create")
+	require.NoError(t, err, "a committed Create stays")
+	assert.NoFileExists(t, filepath.Join(v.Dir, legacyIntent))
+	// A volume of an older holdfast, without a record file, still removes.
+	require.NoError(t, r.d.Remove(&volume.RemoveRequest{Name: "old-create"}))
+	assert.NoDirExists(t, v.Dir)
 }

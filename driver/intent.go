@@ -8,26 +8,33 @@ import (
 	"path/filepath"
 )
 
-// An intent file in a volume's directory says which request is changing
-// the volume, so that one database commit per request is enough: a crash
-// leaves either the commit or the intent, and start-up finishes the job.
+// A volume's directory holds a copy of its record in a file whose name
+// says where the volume is in its life, so that one database commit per
+// request is enough: a crash leaves either the commit or the file, and
+// start-up finishes the job.
 //
-//   - Create writes a create intent before the backend makes anything and
-//     deletes it after the record is committed. A create intent without a
-//     record is undone at start-up; with a record it is just deleted.
-//   - Remove writes a remove intent before the backend destroys anything,
-//     then deletes the record, then the directory. A remove intent is
-//     always completed: the backend may already have destroyed the key.
+//   - Create writes the record as a create intent (creatingFile) before
+//     the backend makes anything, and renames it to recordFile after the
+//     record is committed. A create intent without a committed record is
+//     undone at start-up; with one, it is renamed.
+//   - Remove renames recordFile to the remove intent (removingFile) and
+//     syncs the directory before the backend destroys anything, then
+//     deletes the record, then moves the directory to the trash. A remove
+//     intent is always completed: the backend may have destroyed the key.
+//     A rename needs no free block, so a full --root never keeps the
+//     volume that filled it from being removed.
 //
-// An intent is written to a temporary file renamed over the intent, so a
-// kill never leaves a half-written or emptied one (an emptied remove intent
+// Files are written to a temporary file renamed into place, so a kill
+// never leaves a half-written or emptied one (an emptied remove intent
 // would let start-up keep a volume whose key Remove had destroyed).
-// Intents are not fsynced: they need to survive a crash of holdfast (the
-// kernel keeps the page cache), and after a power cut an unacknowledged
-// request may be lost either way.
 const (
-	intentFile = ".holdfast-intent"
-	intentTemp = ".holdfast-intent.tmp"
+	creatingFile = ".holdfast-creating"
+	recordFile   = ".holdfast-volume"
+	removingFile = ".holdfast-removing"
+	intentTemp   = ".holdfast-intent.tmp"
+	// legacyIntent is the intent file of holdfast before recordFile: its
+	// operation is in its content.
+	legacyIntent = ".holdfast-intent"
 )
 
 // Intent operations.
@@ -37,35 +44,95 @@ const (
 )
 
 type intent struct {
-	Op     string
+	Op     string `json:",omitempty"`
 	Volume *Volume
 }
 
-// writeIntent records that op is under way for v.
-func writeIntent(v *Volume, op string) error {
-	b, err := json.Marshal(intent{Op: op, Volume: v})
+// writeRecord writes v's record into its directory as file.
+func (d *Driver) writeRecord(v *Volume, file string) error {
+	b, err := json.Marshal(intent{Volume: v})
 	if err != nil {
-		return fmt.Errorf("encode intent for %s: %w", v.Name, err)
+		return fmt.Errorf("encode record of %s: %w", v.Name, err)
 	}
 	tmp := filepath.Join(v.Dir, intentTemp)
-	err = os.WriteFile(tmp, b, 0o600)
+	err = d.step("write " + file)
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(v.Dir, intentFile))
+		err = os.WriteFile(tmp, b, 0o600)
+	}
+	if err == nil {
+		err = d.rename(tmp, filepath.Join(v.Dir, file))
 	}
 	if err != nil {
-		return fmt.Errorf("record %s of %s: %w", op, v.Name, err)
+		return fmt.Errorf("record %s in %s: %w", file, v.Dir, err)
 	}
 	return nil
 }
 
+// markCreated turns v's create intent into its record, once the record
+// is committed.
+func (d *Driver) markCreated(v *Volume) error {
+	return d.rename(filepath.Join(v.Dir, creatingFile), filepath.Join(v.Dir, recordFile))
+}
+
+// markRemoving records, durably, that v is being removed: its record file
+// becomes the remove intent. A volume without a record file (made by an
+// older holdfast) gets a new one.
+func (d *Driver) markRemoving(v *Volume) error {
+	err := d.rename(filepath.Join(v.Dir, recordFile), filepath.Join(v.Dir, removingFile))
+	if errors.Is(err, os.ErrNotExist) {
+		err = d.writeRecord(v, removingFile)
+	}
+	if err == nil {
+		err = d.syncDir(v.Dir)
+	}
+	if err != nil {
+		return RootFull(fmt.Errorf("record the removal of %s: %w", v.Name, err), v)
+	}
+	return nil
+}
+
+// rename is os.Rename as a step.
+func (d *Driver) rename(from, to string) error {
+	if err := d.step("rename " + filepath.Base(from) + " to " + filepath.Base(to)); err != nil {
+		return err
+	}
+	return os.Rename(from, to)
+}
+
+// syncDir makes the entries of dir durable.
+func (d *Driver) syncDir(dir string) error {
+	if err := d.step("sync " + filepath.Base(filepath.Dir(dir)) + " directory"); err != nil {
+		return err
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
 // readIntent returns the intent in dir, or nil if there is none.
 func readIntent(dir string) (*intent, error) {
-	// A temporary intent is one a kill kept from being renamed into place:
+	// A temporary file is one a kill kept from being renamed into place:
 	// that request had not begun.
 	if err := dropFile(filepath.Join(dir, intentTemp)); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, intentFile)
+	for _, f := range []struct{ file, op string }{{removingFile, intentRemove}, {creatingFile, intentCreate}, {legacyIntent, ""}} {
+		in, err := readIntentFile(filepath.Join(dir, f.file))
+		if in == nil && err == nil {
+			continue
+		}
+		if err == nil && f.op != "" {
+			in.Op = f.op
+		}
+		return in, err
+	}
+	return nil, nil
+}
+
+func readIntentFile(path string) (*intent, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -75,14 +142,25 @@ func readIntent(dir string) (*intent, error) {
 	}
 	in := &intent{}
 	err = json.Unmarshal(b, in)
-	if err != nil || in.Volume == nil || in.Volume.Name != filepath.Base(dir) || (in.Op != intentCreate && in.Op != intentRemove) {
-		return nil, fmt.Errorf("%s is damaged (a power cut during a request?): %q", filepath.Join(dir, intentFile), b)
+	if err != nil || in.Volume == nil || in.Volume.Name != filepath.Base(filepath.Dir(path)) ||
+		(filepath.Base(path) == legacyIntent && in.Op != intentCreate && in.Op != intentRemove) {
+		return nil, fmt.Errorf("%s is damaged (a power cut during a request?): %q", path, b)
 	}
 	return in, nil
 }
 
-// dropIntent deletes v's intent once the request is committed.
-func dropIntent(v *Volume) error { return dropFile(filepath.Join(v.Dir, intentFile)) }
+// dropCreateIntent deletes a create intent whose record was committed:
+// renamed to the record file, or deleted if it is an older holdfast's.
+func (d *Driver) dropCreateIntent(v *Volume) error {
+	if err := dropFile(filepath.Join(v.Dir, legacyIntent)); err != nil {
+		return err
+	}
+	err := d.markCreated(v)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
 
 func dropFile(path string) error {
 	err := os.Remove(path)

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -38,6 +39,7 @@ func (d *Driver) reconcile() error {
 		defer d.deleting.Done()
 		d.emptyTrash()
 	}()
+	var changed []*Volume
 	for _, v := range vols {
 		if records[v.Name] == nil {
 			continue // removed by sweep
@@ -46,15 +48,25 @@ func (d *Driver) reconcile() error {
 		_, mounted := mounts[v.Mountpoint]
 		if v.Phase != PhaseReady {
 			// A record of holdfast before intents, caught mid-request.
-			if err := d.finish(v, string(v.Phase), mounted); err != nil {
-				log.WithError(err).Errorf("a %s interrupted by a crash could not be completed; holdfast retries at its next start", v.Phase)
+			op := intentRemove
+			if v.Phase == PhaseCreating {
+				op = intentCreate
+			}
+			if err := d.finish(v, op, mounted); err != nil {
+				log.WithError(err).Errorf("a %s interrupted by a crash could not be completed; the volume stays out of service until docker volume rm %s, a create of it or holdfast's next start completes the removal", op, v.Name)
+				v.Phase = PhaseRemoving
+				d.vols[v.Name] = &entry{vol: v}
 			}
 			continue
 		}
-		if err := d.adopt(v, mounted, log); err != nil {
-			return err
+		if d.adopt(v, mounted, log) {
+			changed = append(changed, v)
 		}
 		d.vols[v.Name] = &entry{vol: v}
+	}
+	// One commit for every record start-up changed, however many.
+	if err := d.store.PutAll(changed); err != nil {
+		return err
 	}
 	if n := len(vols); n > 0 {
 		d.cfg.Log.WithField("volumes", len(d.vols)).Info("state loaded")
@@ -64,7 +76,9 @@ func (d *Driver) reconcile() error {
 
 // sweep reads the volume directories: it completes the requests whose
 // intents show they were interrupted, and clears what no record owns.
-// Volumes it removes are deleted from records.
+// Volumes it removes are deleted from records; a removal it cannot
+// complete keeps its volume out of service (never served, never mounted)
+// until a Remove or Create of the name, or the next start, completes it.
 func (d *Driver) sweep(records map[string]*Volume, mounts map[string]string) error {
 	dir := filepath.Join(d.cfg.Root, "volumes")
 	ents, err := os.ReadDir(dir)
@@ -86,19 +100,20 @@ func (d *Driver) sweep(records map[string]*Volume, mounts map[string]string) err
 		case in == nil:
 		case in.Op == intentCreate && rec != nil:
 			// The Create was committed; only the intent was left.
-			if err := dropIntent(rec); err != nil {
-				log.WithError(err).Warn("could not delete an intent file")
+			if err := d.dropCreateIntent(rec); err != nil {
+				log.WithError(err).Warn("could not turn a create intent into the volume's record")
 			}
 		default:
 			// An interrupted Create is undone; a Remove is completed.
 			v := in.Volume
 			d.setPaths(v)
 			_, mounted := mounts[v.Mountpoint]
-			if err := d.finish(v, in.Op, mounted); err != nil {
-				log.WithError(err).Errorf("a %s interrupted by a crash could not be completed; holdfast retries at its next start", in.Op)
-				continue
-			}
 			delete(records, name)
+			if err := d.finish(v, in.Op, mounted); err != nil {
+				log.WithError(err).Errorf("a %s interrupted by a crash could not be completed; the volume stays out of service until docker volume rm %s, a create of it or holdfast's next start completes the removal", in.Op, name)
+				v.Phase = PhaseRemoving
+				d.vols[name] = &entry{vol: v}
+			}
 		}
 	}
 	return nil
@@ -135,9 +150,9 @@ func (d *Driver) clearLeftover(ctx context.Context, dir string) error {
 }
 
 // finish removes a volume whose Create or Remove was interrupted (in both
-// cases the volume must not exist): unmount, record, storage, directory.
-// A remove intent stays in the directory until it goes to the trash with
-// it, so a crash at any point here is finished at the next start.
+// cases the volume must not exist): unmount, then the removal, with a
+// durable remove intent first, so a crash at any point here is finished
+// at the next start.
 func (d *Driver) finish(v *Volume, op string, mounted bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
 	defer cancel()
@@ -148,19 +163,33 @@ func (d *Driver) finish(v *Volume, op string, mounted bool) error {
 		}
 	}
 	d.cfg.Log.WithField("volume", v.Name).Warnf("completing a %s interrupted by a crash: removing the volume", op)
-	if fi, err := os.Lstat(v.Dir); err == nil && fi.IsDir() {
-		if err := writeIntent(v, intentRemove); err != nil {
+	if op == intentCreate {
+		if err := d.undoIntent(v); err != nil {
 			return err
 		}
 	}
-	if err := d.store.Delete(v.Name); err != nil {
-		return err
-	}
-	return d.discard(ctx, b, v)
+	return d.completeRemove(ctx, b, v)
 }
 
-// adopt reconciles a ready volume's leases and mount with this boot.
-func (d *Driver) adopt(v *Volume, mounted bool, log logrus.FieldLogger) error {
+// undoIntent turns the create intent in v's directory into a durable
+// remove intent.
+func (d *Driver) undoIntent(v *Volume) error {
+	if fi, err := os.Lstat(v.Dir); err != nil || !fi.IsDir() {
+		return nil // nothing of it on disk
+	}
+	err := d.rename(filepath.Join(v.Dir, creatingFile), filepath.Join(v.Dir, removingFile))
+	if errors.Is(err, os.ErrNotExist) {
+		err = d.writeRecord(v, removingFile)
+	}
+	if err == nil {
+		err = d.syncDir(v.Dir)
+	}
+	return err
+}
+
+// adopt reconciles a ready volume's leases and mount with this boot, and
+// says whether its record changed.
+func (d *Driver) adopt(v *Volume, mounted bool, log logrus.FieldLogger) bool {
 	before := v.clone()
 	if v.BootID != "" && v.BootID != d.cfg.BootID {
 		if len(v.Leases) > 0 {
@@ -184,10 +213,7 @@ func (d *Driver) adopt(v *Volume, mounted bool, log logrus.FieldLogger) error {
 	if !v.Mounted && len(v.Leases) == 0 {
 		d.recover(v, log)
 	}
-	if v.Mounted == before.Mounted && v.BootID == before.BootID && maps.Equal(v.Leases, before.Leases) {
-		return nil
-	}
-	return d.store.Put(v)
+	return v.Mounted != before.Mounted || v.BootID != before.BootID || !maps.Equal(v.Leases, before.Leases)
 }
 
 func (d *Driver) unmountLeftover(v *Volume) error {

@@ -1,7 +1,10 @@
 package driver
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -9,7 +12,119 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
 )
+
+// Remove deletes a volume that has no leases, and its data. Once its
+// remove intent is durable the volume is never served again: a step that
+// fails after it makes the answer an error, and the removal is completed
+// by the next Remove of the name, a Create of it, or the next start.
+func (d *Driver) Remove(req *volume.RemoveRequest) error {
+	e, v, err := d.lockAny(req.Name)
+	if err != nil {
+		return err
+	}
+	defer e.op.Unlock()
+	if v.Phase == PhaseRemoving {
+		if err := d.retryRemove(v); err != nil {
+			return fmt.Errorf("remove %s: %w", v.Name, err)
+		}
+		d.forget(v.Name, e)
+		return nil
+	}
+	if n := len(v.Leases); n > 0 {
+		return errorf(ErrInUse, "volume %s is in use by %d mounts; stop the containers using it first", v.Name, n)
+	}
+	b, err := d.backend(v)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
+	defer cancel()
+	if v.Mounted {
+		err := d.unmount(ctx, b, v)
+		d.setRecord(e, v.clone())
+		if err != nil {
+			return fmt.Errorf("remove %s: %w", v.Name, err)
+		}
+	}
+	if err := d.readyToRemove(ctx, b, v); err != nil {
+		return fmt.Errorf("remove %s: %w", v.Name, err)
+	}
+	if err := d.markRemoving(v); err != nil {
+		return fmt.Errorf("remove %s: %w", v.Name, err)
+	}
+	v.Phase = PhaseRemoving
+	d.setRecord(e, v.clone())
+	if err := d.completeRemove(ctx, b, v); err != nil {
+		return fmt.Errorf("remove %s: %w; the removal has begun and cannot be undone: run docker volume rm %s again to complete it (holdfast also completes it at its next start)", v.Name, err, v.Name)
+	}
+	d.forget(v.Name, e)
+	return nil
+}
+
+// readyToRemove releases what the backend holds of an unmounted volume
+// (devices, keys, a mount a crash left below its directory) and checks
+// that the directory can be deleted. Nothing is destroyed yet.
+func (d *Driver) readyToRemove(ctx context.Context, b Backend, v *Volume) error {
+	if r, ok := b.(Recoverer); ok {
+		if err := r.Recover(ctx, v); err != nil {
+			return err
+		}
+	}
+	return d.checkRemovable(v.Dir)
+}
+
+// retryRemove completes the removal of v, whose remove intent is durable
+// but whose removal failed before.
+func (d *Driver) retryRemove(v *Volume) error {
+	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
+	defer cancel()
+	return d.completeRemove(ctx, d.cfg.Backends[v.Type], v)
+}
+
+// completeRemove removes v, whose remove intent is durable: the backend's
+// storage (a generated key is destroyed), the record, then the directory.
+// Each step is done again harmlessly when it was done before.
+func (d *Driver) completeRemove(ctx context.Context, b Backend, v *Volume) error {
+	if b != nil {
+		if err := b.Remove(ctx, v); err != nil {
+			return err
+		}
+	}
+	if err := d.store.Delete(v.Name); err != nil {
+		return err
+	}
+	return d.discard(ctx, nil, v)
+}
+
+// discard removes what exists of v's storage, moves its directory to the
+// trash (in one rename, intent included) and removes its mountpoint; the
+// caller deletes the record, if there is one.
+func (d *Driver) discard(ctx context.Context, b Backend, v *Volume) error {
+	if b != nil {
+		if err := b.Remove(ctx, v); err != nil {
+			return err
+		}
+	}
+	if err := d.checkRemovable(v.Dir); err != nil {
+		return err
+	}
+	if err := d.trash(v.Dir); err != nil {
+		return err
+	}
+	d.removeMountpoint(v)
+	return nil
+}
+
+// removeMountpoint removes v's mountpoint directory if it is there and
+// empty: a crash between making and removing it may leave it.
+func (d *Driver) removeMountpoint(v *Volume) {
+	if err := os.Remove(v.Mountpoint); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		d.cfg.Log.WithError(err).WithField("volume", v.Name).Warn("mountpoint left behind")
+	}
+}
 
 // checkRemovable checks that dir is a real directory directly under
 // Root/volumes (not a symlink out of it), or missing, and that nothing is
@@ -46,10 +161,13 @@ func (d *Driver) trashDir() string { return filepath.Join(d.cfg.Root, "trash") }
 // trash moves dir, already checked by checkRemovable, into the trash and
 // deletes it in the background: a volume of a million files would
 // otherwise outlast dockerd's one-minute deadline for Remove. Close waits
-// for the deletions; start-up finishes those a crash cut short.
+// for the deletions; start-up finishes those a crash cut short. Entries
+// are named by time and count, never by the volume's name, which may
+// already be as long as a file name can be.
 func (d *Driver) trash(dir string) error {
-	dst := filepath.Join(d.trashDir(), filepath.Base(dir)+"."+strconv.FormatInt(time.Now().UnixNano(), 36))
-	if err := os.Rename(dir, dst); err != nil {
+	name := strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatUint(d.trashed.Add(1), 36)
+	dst := filepath.Join(d.trashDir(), name)
+	if err := d.rename(dir, dst); err != nil {
 		if os.IsNotExist(err) {
 			return nil
 		}

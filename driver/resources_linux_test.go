@@ -278,7 +278,7 @@ func smallExt4(t *testing.T) *smallFS   { return newSmallExt4(t, 16<<20) }
 func useInodes(s *smallFS, n int)       { s.useInodes(uint64(n)) }
 func fillBlocks(s *smallFS, n int)      { s.fill(int64(n) * 4096) }
 
-// TestRootFullDuringCommit leaves one block free on --root's filesystem
+// TestRootFullDuringCommit leaves two blocks free on --root's filesystem
 // before each Create, until the state database needs to grow by more and
 // cannot: that Create fails clearly and leaves nothing, the earlier
 // volumes stay, and the database is intact and keeps working.
@@ -290,13 +290,15 @@ func TestRootFullDuringCommit(t *testing.T) {
 	name := ""
 	for i := range 2000 {
 		name = fmt.Sprintf("vol-%04d", i)
-		s.fill(4096)
+		// Two blocks: one for the volume's record file, one for the database.
+		s.release()
+		s.fill(2 * 4096)
 		if err = d.Create(&volume.CreateRequest{Name: name}); err != nil {
 			break
 		}
 		created = append(created, name)
 	}
-	t.Logf("%d volumes created with one block free before a Create failed", len(created))
+	t.Logf("%d volumes created with two blocks free before a Create failed", len(created))
 	requireRootFullError(t, err, d.cfg.Root)
 	assert.Contains(t, err.Error(), "holdfast.db", "the commit to the state database is what failed")
 	requireNothingOf(t, d, name)

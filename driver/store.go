@@ -8,6 +8,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/holdfast/holdfast/internal/failpoint"
 )
 
 var bucketVolumes = []byte("volumes")
@@ -21,6 +23,8 @@ type Store struct {
 	db *bolt.DB
 	// dir holds the database: --root.
 	dir string
+	// faults fails commits on purpose, for tests.
+	faults *failpoint.Set
 }
 
 // OpenStore opens (creating if needed) the database at path and takes its
@@ -53,20 +57,57 @@ func (s *Store) Put(v *Volume) error {
 	if err != nil {
 		return fmt.Errorf("encode volume %s: %w", v.Name, err)
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketVolumes).Put([]byte(v.Name), buf)
-	})
+	err = s.faults.Check("commit")
+	if err == nil {
+		err = s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketVolumes).Put([]byte(v.Name), buf)
+		})
+	}
 	if err != nil {
 		return NoSpace(fmt.Errorf("save volume %s: %w", v.Name, err), "--root", s.dir)
 	}
 	return nil
 }
 
+// PutAll writes the records of vols in one commit.
+func (s *Store) PutAll(vols []*Volume) error {
+	if len(vols) == 0 {
+		return nil
+	}
+	bufs := make([][]byte, len(vols))
+	for i, v := range vols {
+		buf, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("encode volume %s: %w", v.Name, err)
+		}
+		bufs[i] = buf
+	}
+	err := s.faults.Check("commit")
+	if err == nil {
+		err = s.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketVolumes)
+			for i, v := range vols {
+				if err := b.Put([]byte(v.Name), bufs[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		return NoSpace(fmt.Errorf("save %d volumes: %w", len(vols), err), "--root", s.dir)
+	}
+	return nil
+}
+
 // Delete removes the record of name.
 func (s *Store) Delete(name string) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketVolumes).Delete([]byte(name))
-	})
+	err := s.faults.Check("commit")
+	if err == nil {
+		err = s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketVolumes).Delete([]byte(name))
+		})
+	}
 	if err != nil {
 		return NoSpace(fmt.Errorf("delete volume %s: %w", name, err), "--root", s.dir)
 	}

@@ -670,10 +670,11 @@ func (p *plugin) loopProblems(want map[string]volState) []string {
 
 // volumeFiles lists what a volume's private directory may hold, and which
 // of those must exist.
+// Each holds its record file, .holdfast-volume.
 var volumeFiles = map[string]struct{ may, must []string }{
-	"local": {may: []string{"data"}, must: []string{"data"}},
-	"tmpfs": {},
-	"crypt": {may: []string{"backing.img", "fs"}, must: []string{"backing.img"}},
+	"local": {may: []string{".holdfast-volume", "data"}, must: []string{".holdfast-volume", "data"}},
+	"tmpfs": {may: []string{".holdfast-volume"}, must: []string{".holdfast-volume"}},
+	"crypt": {may: []string{".holdfast-volume", "backing.img", "fs"}, must: []string{".holdfast-volume", "backing.img"}},
 }
 
 // rootProblems checks the files under --root and --mount-root: the top of
