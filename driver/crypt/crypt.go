@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/internal/failpoint"
 )
 
 // Engines.
@@ -47,7 +48,12 @@ type Backend struct {
 	// KeyDir holds the keys (--key-dir); never under --root, so a copy of
 	// the data does not carry its keys.
 	KeyDir string
+	// Faults fails steps on purpose, for tests; nil in production.
+	Faults *failpoint.Set
 }
+
+// step names a fallible step, which tests may fail on purpose.
+func (b *Backend) step(name string) error { return b.Faults.Check(name) }
 
 var options = []driver.Option{
 	{Name: "size", Form: "a size of at least 32m such as 512m or 10g", Required: true, Canon: driver.CanonSize},
@@ -113,7 +119,7 @@ func backingFile(v *driver.Volume) string { return filepath.Join(v.Dir, "backing
 func stagingDir(v *driver.Volume) string  { return filepath.Join(v.Dir, "fs") }
 func dataDir(v *driver.Volume) string     { return filepath.Join(stagingDir(v), "data") }
 
-func (b *Backend) keys() keyStore { return keyStore{dir: b.KeyDir} }
+func (b *Backend) keys() keyStore { return keyStore{dir: b.KeyDir, faults: b.Faults} }
 
 // Create makes the key (unless keyfile is given), the backing file with
 // all its space allocated, the encryption and the filesystem, with the
@@ -143,11 +149,14 @@ func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
 		return err
 	}
 	defer clear(key)
+	if err := b.step("allocate backing file"); err != nil {
+		return err
+	}
 	if err := makeImage(backingFile(v), driver.Size(v.Options)); err != nil {
 		return driver.RootFull(err, v)
 	}
 	if eng == EngineLUKS {
-		if err := luksFormat(ctx, backingFile(v), key); err != nil {
+		if err := b.cryptsetup(ctx, key, append(luksFormatArgs, backingFile(v))...); err != nil {
 			return err
 		}
 	}
@@ -162,6 +171,9 @@ func (b *Backend) format(ctx context.Context, v *driver.Volume, key []byte) erro
 		return err
 	}
 	defer closeLoop()
+	if err := b.step("mkfs"); err != nil {
+		return err
+	}
 	if err := mkfs(ctx, dev, v.Options["fs"], v.Info[infoEngine] == EngineFscrypt); err != nil {
 		return err
 	}
@@ -169,21 +181,33 @@ func (b *Backend) format(ctx context.Context, v *driver.Volume, key []byte) erro
 		return err
 	}
 	if v.Info[infoEngine] == EngineFscrypt {
-		id, err := addKey(stagingDir(v), key)
+		id, err := b.addKey(stagingDir(v), key)
 		if err != nil {
 			return err
 		}
 		v.Info[infoKeyID] = id
 	}
-	if err := os.Mkdir(dataDir(v), 0o755); err != nil {
+	err = b.step("mkdir volume root")
+	if err == nil {
+		err = os.Mkdir(dataDir(v), 0o755)
+	}
+	if err != nil {
 		return fmt.Errorf("create volume root: %w", err)
 	}
 	if v.Info[infoEngine] == EngineFscrypt {
-		if err := setPolicy(dataDir(v), v.Info[infoKeyID]); err != nil {
+		err := b.step("fscrypt set policy")
+		if err == nil {
+			err = setPolicy(dataDir(v), v.Info[infoKeyID])
+		}
+		if err != nil {
 			return err
 		}
 	}
-	if err := driver.ApplyOwner(dataDir(v), v.Options, 0o755); err != nil {
+	err = b.step("set owner")
+	if err == nil {
+		err = driver.ApplyOwner(dataDir(v), v.Options, 0o755)
+	}
+	if err != nil {
 		return err
 	}
 	return b.teardown(ctx, v)
@@ -215,7 +239,7 @@ func (b *Backend) open(ctx context.Context, v *driver.Volume, key []byte) (strin
 	if mapping == "" {
 		return loop.Path, closeLoop, nil
 	}
-	dev, err := luksOpen(ctx, mapping, loop.Path, key)
+	dev, err := b.luksOpen(ctx, mapping, loop.Path, key)
 	if err != nil {
 		closeLoop()
 		return "", nil, err
@@ -226,6 +250,9 @@ func (b *Backend) open(ctx context.Context, v *driver.Volume, key []byte) (strin
 // loop returns the loop device already attached to the backing file, or
 // attaches one.
 func (b *Backend) loop(v *driver.Volume) (*loopDev, error) {
+	if err := b.step("attach loop device"); err != nil {
+		return nil, err
+	}
 	devs, err := loopsOf(backingFile(v))
 	if err != nil {
 		return nil, err
@@ -241,7 +268,11 @@ func (b *Backend) loop(v *driver.Volume) (*loopDev, error) {
 }
 
 func (b *Backend) mountFS(dev string, v *driver.Volume) error {
-	if err := os.MkdirAll(stagingDir(v), 0o700); err != nil {
+	err := b.step("mkdir staging directory")
+	if err == nil {
+		err = os.MkdirAll(stagingDir(v), 0o700)
+	}
+	if err != nil {
 		return driver.RootFull(fmt.Errorf("create staging directory: %w", err), v)
 	}
 	return b.Mounter.Mount(dev, stagingDir(v), v.Options["fs"], nodevNosuid, "")
@@ -257,8 +288,15 @@ func (b *Backend) key(v *driver.Volume) ([]byte, error) {
 }
 
 // Mount unlocks the volume and bind-mounts its root at the mountpoint. On
-// error everything it set up is taken down again.
+// error everything it set up is taken down again. A volume without leases
+// is first released of what an earlier Unmount that failed left mounted,
+// so its filesystem is never mounted twice over.
 func (b *Backend) Mount(ctx context.Context, v *driver.Volume) (err error) {
+	if len(v.Leases) == 0 {
+		if err := b.teardown(ctx, v); err != nil {
+			return err
+		}
+	}
 	key, err := b.key(v)
 	if err != nil {
 		return err
@@ -287,12 +325,12 @@ func (b *Backend) Mount(ctx context.Context, v *driver.Volume) (err error) {
 
 // unlock adds the fscrypt key and checks it is the volume's.
 func (b *Backend) unlock(v *driver.Volume, key []byte) error {
-	id, err := addKey(stagingDir(v), key)
+	id, err := b.addKey(stagingDir(v), key)
 	if err != nil {
 		return err
 	}
 	if id != v.Info[infoKeyID] {
-		removeKey(stagingDir(v), id)
+		removeKeyAt(stagingDir(v), id)
 		return fmt.Errorf("%w: the key file of volume %s is not the key it was created with", errWrongKey, v.Name)
 	}
 	return nil
@@ -309,7 +347,12 @@ func (b *Backend) undoMount(ctx context.Context, v *driver.Volume) {
 	driver.UnmountPath(b.Mounter, stagingDir(v))
 }
 
-// Unmount removes the bind mount and locks the volume again.
+// Unmount removes the bind mount and locks the volume again. A volume
+// still busy (a process has its working directory or a file open in it)
+// is detached lazily: new users cannot reach it at once, the key is
+// removed (fscrypt: files already open stay readable until closed), and
+// the kernel releases the filesystem, the mapping (a deferred close) and
+// the loop device (autoclear) when the last of those processes lets go.
 func (b *Backend) Unmount(ctx context.Context, v *driver.Volume) error {
 	if err := driver.UnmountPath(b.Mounter, v.Mountpoint); err != nil {
 		return err
@@ -332,20 +375,24 @@ func (b *Backend) teardown(ctx context.Context, v *driver.Volume) error {
 	}
 	if _, ok := mounts[stagingDir(v)]; ok {
 		if id := v.Info[infoKeyID]; id != "" {
-			errs = append(errs, removeKey(stagingDir(v), id))
+			errs = append(errs, b.removeKey(stagingDir(v), id))
 		}
 		errs = append(errs, driver.UnmountPath(b.Mounter, stagingDir(v)))
 	}
 	if mayUseLUKS(v) {
 		name, err := mappingName(v.Name, backingFile(v))
 		if err == nil {
-			err = luksClose(ctx, name)
+			err = b.luksClose(ctx, name)
 		} else if errors.Is(err, unix.ENOENT) {
 			err = nil // no backing file, no mapping
 		}
 		errs = append(errs, err)
 	}
-	errs = append(errs, detachLoops(backingFile(v)))
+	if err := b.step("detach loop device"); err != nil {
+		errs = append(errs, err)
+	} else {
+		errs = append(errs, detachLoops(backingFile(v)))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("lock volume %s: %w", v.Name, err)
 	}

@@ -21,9 +21,25 @@ func fscryptAvailable() error {
 	return nil
 }
 
-// addKey adds key to the filesystem mounted at mnt and returns its key
+// addKey is addKeyAt as a step.
+func (b *Backend) addKey(mnt string, key []byte) (string, error) {
+	if err := b.step("fscrypt add key"); err != nil {
+		return "", err
+	}
+	return addKeyAt(mnt, key)
+}
+
+// removeKey is removeKeyAt as a step.
+func (b *Backend) removeKey(mnt, id string) error {
+	if err := b.step("fscrypt remove key"); err != nil {
+		return err
+	}
+	return removeKeyAt(mnt, id)
+}
+
+// addKeyAt adds key to the filesystem mounted at mnt and returns its key
 // identifier (hex), which is derived from the key and not secret.
-func addKey(mnt string, key []byte) (string, error) {
+func addKeyAt(mnt string, key []byte) (string, error) {
 	if len(key) != fscryptKeySize {
 		return "", fmt.Errorf("fscrypt key must be %d bytes", fscryptKeySize)
 	}
@@ -45,9 +61,11 @@ func addKey(mnt string, key []byte) (string, error) {
 	return hex.EncodeToString(arg.Key_spec.U[:unix.FSCRYPT_KEY_IDENTIFIER_SIZE]), nil
 }
 
-// removeKey removes the key with identifier id from the filesystem at mnt,
-// locking its files. A key that is not there is fine.
-func removeKey(mnt, id string) error {
+// removeKeyAt removes the key with identifier id from the filesystem at
+// mnt, locking its files. A key that is not there is fine. Files still open
+// (FILES_BUSY) keep their own keys until they are closed, which is the
+// kernel's to do: the key itself is gone, so that is not an error.
+func removeKeyAt(mnt, id string) error {
 	raw, err := decodeKeyID(id)
 	if err != nil {
 		return err
@@ -61,9 +79,6 @@ func removeKey(mnt, id string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("remove fscrypt key: %w", err)
-	}
-	if arg.Removal_status_flags&unix.FSCRYPT_KEY_REMOVAL_STATUS_FLAG_FILES_BUSY != 0 {
-		return errors.New("remove fscrypt key: files are still open, they stay readable until closed")
 	}
 	return nil
 }

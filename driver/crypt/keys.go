@@ -2,6 +2,8 @@ package crypt
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/internal/failpoint"
 )
 
 // KeySize is the size of every volume key: 64 random bytes, the AES-256-XTS
@@ -27,7 +30,8 @@ var errWrongKey = errors.New("wrong key")
 
 // keyStore is the key directory (--key-dir).
 type keyStore struct {
-	dir string
+	dir    string
+	faults *failpoint.Set
 }
 
 // ensure creates the key directory, mode 0700.
@@ -38,8 +42,16 @@ func (k keyStore) ensure() error {
 	return os.Chmod(k.dir, 0o700)
 }
 
-// generatedName is the key file holdfast generates for a volume.
-func generatedName(volume string) string { return volume + generatedSuffix }
+// generatedName is the key file holdfast generates for a volume: NAME.key,
+// or for a name too long to take the suffix within a file name's 255
+// bytes, its first 200 bytes, a hash of the whole name and the suffix.
+func generatedName(volume string) string {
+	if len(volume)+len(generatedSuffix) <= 255 {
+		return volume + generatedSuffix
+	}
+	sum := sha256.Sum256([]byte(volume))
+	return volume[:200] + "-" + hex.EncodeToString(sum[:16]) + generatedSuffix
+}
 
 // checkKeyfileName accepts a plain file name inside the key directory.
 func checkKeyfileName(name string) (string, error) {
@@ -55,6 +67,9 @@ func checkKeyfileName(name string) (string, error) {
 // generate writes a new random key for volume, refusing to overwrite any
 // existing file.
 func (k keyStore) generate(volume string) error {
+	if err := k.faults.Check("write key"); err != nil {
+		return err
+	}
 	if err := k.ensure(); err != nil {
 		return err
 	}
@@ -91,6 +106,9 @@ func (k keyStore) generate(volume string) error {
 // read returns the key in file name. Errors say which file and what is
 // wrong, never what it holds.
 func (k keyStore) read(name string) ([]byte, error) {
+	if err := k.faults.Check("read key"); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(k.dir, name)
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	switch {
@@ -132,11 +150,17 @@ func (k keyStore) destroy(volume string) error {
 	}
 	junk := make([]byte, KeySize)
 	rand.Read(junk)
-	_, err = f.WriteAt(junk, 0)
+	err = k.faults.Check("overwrite key")
+	if err == nil {
+		_, err = f.WriteAt(junk, 0)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
 	f.Close()
+	if err == nil {
+		err = k.faults.Check("delete key")
+	}
 	if err == nil {
 		err = os.Remove(path)
 	}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -56,6 +55,15 @@ func mappingName(volume, file string) (string, error) {
 
 func mappingPath(name string) string { return "/dev/mapper/" + name }
 
+// cryptsetup runs cryptsetup with the key on stdin, never in argv, as the
+// step "cryptsetup COMMAND".
+func (b *Backend) cryptsetup(ctx context.Context, key []byte, args ...string) error {
+	if err := b.step("cryptsetup " + args[0]); err != nil {
+		return err
+	}
+	return cryptsetup(ctx, key, args...)
+}
+
 // cryptsetup runs cryptsetup with the key on stdin, never in argv.
 func cryptsetup(ctx context.Context, key []byte, args ...string) error {
 	// cryptsetup keeps its locks here and warns when it is missing.
@@ -69,28 +77,35 @@ func cryptsetup(ctx context.Context, key []byte, args ...string) error {
 		if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 2 && args[0] == "open" {
 			return fmt.Errorf("%w: the key does not open this volume's LUKS header (%s)", errWrongKey, msg)
 		}
+		if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 5 {
+			return fmt.Errorf("cryptsetup %s: %w: %s", args[0], errBusy, msg)
+		}
 		return fmt.Errorf("cryptsetup %s: %v: %s", args[0], err, msg)
 	}
 	return nil
 }
 
-// luksFormat writes a LUKS2 header for key to file.
-func luksFormat(ctx context.Context, file string, key []byte) error {
-	return cryptsetup(ctx, key, slices.Concat(luksFormatArgs, []string{file})...)
-}
+// errBusy is cryptsetup's exit code 5: the device is in use.
+var errBusy = errors.New("device busy")
 
 // luksOpen maps dev as the decrypted device name and returns its path.
-func luksOpen(ctx context.Context, name, dev string, key []byte) (string, error) {
-	if err := cryptsetup(ctx, key, "open", "--type", "luks2", "--key-file", "-", dev, name); err != nil {
+func (b *Backend) luksOpen(ctx context.Context, name, dev string, key []byte) (string, error) {
+	if err := b.cryptsetup(ctx, key, "open", "--type", "luks2", "--key-file", "-", dev, name); err != nil {
 		return "", err
 	}
 	return mappingPath(name), nil
 }
 
-// luksClose removes the mapping name if it exists.
-func luksClose(ctx context.Context, name string) error {
+// luksClose removes the mapping name if it exists. A mapping still in use
+// (a filesystem detached lazily, which a process still holds) is closed
+// when its last user lets go: a deferred close.
+func (b *Backend) luksClose(ctx context.Context, name string) error {
 	if _, err := os.Stat(mappingPath(name)); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	return cryptsetup(ctx, nil, "close", name)
+	err := b.cryptsetup(ctx, nil, "close", name)
+	if errors.Is(err, errBusy) {
+		err = b.cryptsetup(ctx, nil, "close", "--deferred", name)
+	}
+	return err
 }

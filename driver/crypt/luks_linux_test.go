@@ -74,7 +74,7 @@ func TestLUKSLeftoverMappingIsClosedAtStart(t *testing.T) {
 	require.NoError(t, err)
 	name, err := mappingName("crashy", r.backing("crashy"))
 	require.NoError(t, err)
-	_, err = luksOpen(t.Context(), name, loop.Path, key)
+	_, err = (&Backend{}).luksOpen(t.Context(), name, loop.Path, key)
 	require.NoError(t, err)
 	loop.Close()
 	require.Len(t, r.mappings("crashy"), 1)
