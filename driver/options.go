@@ -123,8 +123,32 @@ func optionNames(specs []Option) string {
 	return strings.Join(names, ", ")
 }
 
-// DiffOptions lists, sorted, the options whose values differ between a and b,
-// as "name: existing X, requested Y".
+// LeftToDefault is the canonical value of an option a Create left out
+// whose default is a setting of the plugin that may change (tmpfs size,
+// from --tmpfs-size). The backend's Create replaces it with the value in
+// force then, which the volume keeps for good, across restarts with
+// another default. A later Create without the option (Swarm repeats Create
+// before every task) asks for nothing about it, so DiffOptions matches a
+// requested LeftToDefault with whatever the existing volume has: filling
+// in today's default there would turn every change of the setting into a
+// conflict. A value written out is compared as usual. Given as a value
+// ("size=default") it means the same as leaving the option out.
+const LeftToDefault = "default"
+
+// CanonOrDefault returns a Canon func that accepts LeftToDefault besides
+// what canon accepts.
+func CanonOrDefault(canon func(string) (string, error)) func(string) (string, error) {
+	return func(s string) (string, error) {
+		if s == LeftToDefault {
+			return s, nil
+		}
+		return canon(s)
+	}
+}
+
+// DiffOptions lists, sorted, the options whose values differ between a,
+// an existing volume's, and b, requested, as "name: existing X, requested
+// Y". A requested LeftToDefault matches any existing value.
 func DiffOptions(a, b map[string]string) []string {
 	var diff []string
 	keys := slices.Sorted(maps.Keys(a))
@@ -137,7 +161,7 @@ func DiffOptions(a, b map[string]string) []string {
 	for _, k := range keys {
 		av, aok := a[k]
 		bv, bok := b[k]
-		if aok == bok && av == bv {
+		if aok == bok && av == bv || bok && bv == LeftToDefault {
 			continue
 		}
 		diff = append(diff, fmt.Sprintf("%s: existing %s, requested %s", k, showValue(k, av, aok), showValue(k, bv, bok)))

@@ -132,6 +132,26 @@ func TestDiffOptions(t *testing.T) {
 	assert.Empty(t, DiffOptions(nil, map[string]string{}))
 }
 
+func TestDiffOptionsLeftToDefault(t *testing.T) {
+	// A requested LeftToDefault matches the value the volume got, or none.
+	assert.Empty(t, DiffOptions(map[string]string{"size": "67108864"}, map[string]string{"size": LeftToDefault}))
+	assert.Empty(t, DiffOptions(map[string]string{}, map[string]string{"size": LeftToDefault}))
+	// Only on the requested side, and only for its own option.
+	assert.Equal(t, []string{`size: existing "default", requested "1"`},
+		DiffOptions(map[string]string{"size": LeftToDefault}, map[string]string{"size": "1"}))
+	assert.Equal(t, []string{`uid: existing "5", requested unset`},
+		DiffOptions(map[string]string{"size": "1", "uid": "5"}, map[string]string{"size": LeftToDefault}))
+
+	canon := CanonOrDefault(CanonSize)
+	for in, want := range map[string]string{"default": LeftToDefault, "1m": "1048576"} {
+		got, err := canon(in)
+		require.NoError(t, err)
+		assert.Equal(t, want, got)
+	}
+	_, err := canon("Default")
+	assert.Error(t, err)
+}
+
 func TestRedact(t *testing.T) {
 	in := map[string]string{"type": "crypt", "size": "1g", "keyfile": "db.key", "key": "abc", "Passphrase": "p", "secret_x": "s", "auth_token": "t"}
 	got := Redact(in)

@@ -67,12 +67,12 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.socket, "socket", "/run/docker/plugins/holdfast.sock", "Unix `path` of the plugin socket; dockerd finds the plugin by its file name")
 	fs.StringVar(&c.socketGroup, "socket-group", "root", "`group` (name or id) that owns the socket besides root")
 	fs.StringVar(&c.root, "root", "/var/lib/holdfast", "`directory` for the state database and volume data")
-	fs.StringVar(&c.mountRoot, "mount-root", "", "`directory` where volumes are mounted for Docker (default <root>/mounts)")
+	fs.StringVar(&c.mountRoot, "mount-root", "", "`directory` where volumes are mounted for Docker (default <root>/mounts); apart from --root and --key-dir otherwise")
 	fs.StringVar(&c.scope, "scope", "local", "volume scope answered to Docker: local or global (global: every node sees the same volumes, e.g. NFS)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&c.tmpfsSize, "tmpfs-size", "64m", "default `size` of tmpfs volumes, in Docker's size syntax (512k, 100m, 1g)")
-	fs.StringVar(&c.keyDir, "key-dir", "/etc/holdfast/keys", "`directory` of crypt volume keys (0700); never inside --root, so a copy of the data carries no keys")
+	fs.StringVar(&c.keyDir, "key-dir", "/etc/holdfast/keys", "`directory` of crypt volume keys (0700); never inside --root or --mount-root, so a copy of the data carries no keys")
 	fs.DurationVar(&c.nfsTimeout, "nfs-timeout", nfs.DefaultTimeout, "`duration` bounding each NFS mount and unmount (name lookup and every version tried), 1s to 100s: inside dockerd's 2-minute limit")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -138,10 +138,85 @@ func (c *config) validate() error {
 	if c.nfsTimeout < time.Second || c.nfsTimeout > 100*time.Second {
 		return fmt.Errorf("%s %v: want 1s to 100s", flagName("nfs-timeout"), c.nfsTimeout)
 	}
-	if rel, err := filepath.Rel(c.root, c.keyDir); err == nil && !strings.HasPrefix(rel, "..") {
-		return fmt.Errorf("%s %q is inside --root %q: keep keys apart from the data they unlock", flagName("key-dir"), c.keyDir, c.root)
+	return c.checkPaths()
+}
+
+// checkPaths refuses --root, --mount-root and --key-dir that overlap: a
+// copy of --root must carry no keys and no mounted volume, a mount must
+// never land on holdfast's own files, and keys must stay apart from the
+// data they unlock. The one overlap allowed is the default --mount-root,
+// <root>/mounts, which holdfast keeps for its mountpoints. Paths are
+// compared by components after resolving symlinks (see resolvePath), so no
+// spelling (a symlink, "..", a trailing slash) slips through.
+func (c *config) checkPaths() error {
+	root, mountRoot, keyDir := resolvePath(c.root), resolvePath(c.mountRoot), resolvePath(c.keyDir)
+	show := func(flag, given, resolved string) string {
+		s := fmt.Sprintf("%s %q", flagName(flag), given)
+		if filepath.Clean(given) != resolved {
+			s += fmt.Sprintf(" (%s through symlinks)", resolved)
+		}
+		return s
+	}
+	r := show("root", c.root, root)
+	m := show("mount-root", c.mountRoot, mountRoot)
+	k := show("key-dir", c.keyDir, keyDir)
+	switch {
+	case mountRoot == root:
+		return fmt.Errorf("%s is the same directory as %s: volumes would be mounted over holdfast's own state; leave --mount-root unset (<root>/mounts) or give a directory outside --root", m, r)
+	case within(mountRoot, root) && mountRoot != filepath.Join(root, "mounts"):
+		return fmt.Errorf("%s is inside %s, where holdfast keeps its state and volume data; leave --mount-root unset (<root>/mounts) or give a directory outside --root", m, r)
+	case within(root, mountRoot):
+		return fmt.Errorf("%s is inside %s: volumes would be mounted over holdfast's state; give --root and --mount-root directories apart from each other", r, m)
+	case keyDir == root || within(keyDir, root):
+		return fmt.Errorf("%s is inside %s: keep keys apart from the data they unlock, so a copy of the data carries no keys; give a --key-dir outside --root, e.g. /etc/holdfast/keys", k, r)
+	case within(root, keyDir):
+		return fmt.Errorf("%s is inside %s: keep keys apart from the data they unlock, so a copy of the data carries no keys; give --root and --key-dir directories apart from each other", r, k)
+	case keyDir == mountRoot || within(keyDir, mountRoot):
+		return fmt.Errorf("%s is inside %s: volumes are mounted there, so keys would sit among the data they unlock; give a --key-dir outside --mount-root, e.g. /etc/holdfast/keys", k, m)
+	case within(mountRoot, keyDir):
+		return fmt.Errorf("%s is inside %s: a copy of the keys would carry every mounted volume; give --mount-root and --key-dir directories apart from each other", m, k)
 	}
 	return nil
+}
+
+// within reports whether path is strictly inside dir, comparing whole path
+// components: /ab is not inside /a, /a/..b is. Both must be clean and
+// absolute.
+func within(path, dir string) bool {
+	if path == dir {
+		return false
+	}
+	if dir == "/" {
+		return true
+	}
+	return strings.HasPrefix(path, dir+"/")
+}
+
+// resolvePath returns the clean absolute path p names once symlinks are
+// followed. The directories may not exist yet (holdfast makes them), so the
+// longest prefix that exists is resolved and the rest appended as written;
+// a dangling symlink is followed to its target, where the directory would
+// be.
+func resolvePath(p string) string { return resolveFrom(p, 0) }
+
+func resolveFrom(p string, hops int) string {
+	p = filepath.Clean(p)
+	rest := ""
+	for dir := p; ; dir = filepath.Dir(dir) {
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(r, rest)
+		}
+		if target, err := os.Readlink(dir); err == nil && hops < 255 {
+			if !filepath.IsAbs(target) {
+				target = filepath.Join(filepath.Dir(dir), target)
+			}
+			return resolveFrom(filepath.Join(target, rest), hops+1)
+		}
+		if dir == "/" {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
+	}
 }
 
 func newLogger(c *config) *logrus.Logger {

@@ -276,8 +276,9 @@ func TestFlags(t *testing.T) {
 
 func TestEnvironmentConfiguresTheDaemon(t *testing.T) {
 	requireRoot(t)
-	root := rootDir(t)
-	mroot := filepath.Join(root, "elsewhere")
+	// --mount-root outside --root: only <root>/mounts may be inside it.
+	base := rootDir(t)
+	root, mroot := filepath.Join(base, "root"), filepath.Join(base, "elsewhere")
 	sock := filepath.Join(root, "env.sock")
 	cmd := exec.Command(binary)
 	cmd.Env = append(os.Environ(), "HOLDFAST_ROOT="+root, "HOLDFAST_SOCKET="+sock,
@@ -299,4 +300,86 @@ func TestEnvironmentConfiguresTheDaemon(t *testing.T) {
 	require.NoError(t, c.Call("VolumeDriver.Get", volume.GetRequest{Name: "tv"}, &gres))
 	assert.EqualValues(t, 2<<20, gres.Volume.Status["size"])
 	assert.Contains(t, out.String(), `"op":"Mount"`, "json logs")
+}
+
+// TestOverlappingPathsAreRefused: --root, --mount-root and --key-dir must
+// not overlap however they are spelled (symlinks, "..", trailing slashes),
+// except for the default --mount-root <root>/mounts; the error names both
+// flags with their variables.
+func TestOverlappingPathsAreRefused(t *testing.T) {
+	base := t.TempDir()
+	root := filepath.Join(base, "root")
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "volumes"), 0o700))
+	elsewhere := filepath.Join(base, "elsewhere")
+	require.NoError(t, os.Mkdir(elsewhere, 0o700))
+	link := func(name, target string) string {
+		p := filepath.Join(base, name)
+		require.NoError(t, os.Symlink(target, p))
+		return p
+	}
+	rootAlias := link("root-alias", root)                           // another name for --root
+	relAlias := link("rel-alias", "root")                           // the same, as a relative link
+	keysInRoot := link("keys-in-root", filepath.Join(root, "keys")) // dangling: root/keys is not made yet
+	volumesLink := link("volumes-link", filepath.Join(root, "volumes"))
+	outside := link("outside", elsewhere)
+
+	const (
+		rootFlag  = "--root (HOLDFAST_ROOT)"
+		mountFlag = "--mount-root (HOLDFAST_MOUNT_ROOT)"
+		keyFlag   = "--key-dir (HOLDFAST_KEY_DIR)"
+	)
+	tests := []struct {
+		name                  string
+		root, mountRoot, keys string
+		want                  []string // error parts; none: accepted
+	}{
+		{"defaults apart", root, "", filepath.Join(base, "keys"), nil},
+		{"default mount root spelled out", root, filepath.Join(root, "mounts"), filepath.Join(base, "keys"), nil},
+		{"default mount root through a symlink", root, filepath.Join(rootAlias, "mounts"), filepath.Join(base, "keys"), nil},
+		{"all apart", root, filepath.Join(elsewhere, "mnt"), filepath.Join(base, "keys"), nil},
+		{"a name starting with .. beside root", root, "", filepath.Join(base, "..keys"), nil},
+		{"a sibling sharing a prefix", root, root + "-mnt", root + "keys", nil},
+		{"symlink to a directory outside", root, filepath.Join(outside, "mnt"), filepath.Join(base, "keys"), nil},
+
+		{"mount root is root", root, root, filepath.Join(base, "keys"), []string{mountFlag, rootFlag, "same directory"}},
+		{"mount root is root with a trailing slash", root, root + "/", filepath.Join(base, "keys"), []string{mountFlag, rootFlag, "same directory"}},
+		{"mount root is root through a symlink", root, rootAlias, filepath.Join(base, "keys"), []string{mountFlag, rootFlag, "through symlinks"}},
+		{"mount root inside root", root, filepath.Join(root, "elsewhere"), filepath.Join(base, "keys"), []string{mountFlag, "is inside " + rootFlag, "leave --mount-root unset"}},
+		{"mount root is root's volumes", root, filepath.Join(root, "volumes"), filepath.Join(base, "keys"), []string{mountFlag, rootFlag}},
+		{"mount root is root's volumes through a symlink", root, volumesLink, filepath.Join(base, "keys"), []string{mountFlag, rootFlag}},
+		{"mount root below the default one", root, filepath.Join(root, "mounts", "x"), filepath.Join(base, "keys"), []string{mountFlag, rootFlag}},
+		{"root inside mount root", root, base, filepath.Join(elsewhere, "keys"), []string{rootFlag, "is inside " + mountFlag}},
+		{"root inside mount root through a symlink", filepath.Join(rootAlias, "sub"), root, filepath.Join(elsewhere, "keys"), []string{rootFlag, "is inside " + mountFlag}},
+
+		{"key dir is root", root, "", root, []string{keyFlag, "is inside " + rootFlag, "keep keys apart"}},
+		{"key dir inside root", root, "", filepath.Join(root, "keys"), []string{keyFlag, "is inside " + rootFlag, "outside --root"}},
+		{"key dir inside root named ..keys", root, "", root + "/..keys", []string{keyFlag, "is inside " + rootFlag}},
+		{"key dir inside root through ..", root, "", filepath.Join(elsewhere, "..", "root", "keys"), []string{keyFlag, rootFlag}},
+		{"key dir inside root through a symlink", root, "", filepath.Join(rootAlias, "keys"), []string{keyFlag, rootFlag, "through symlinks"}},
+		{"key dir inside root through a relative symlink", root, "", filepath.Join(relAlias, "keys"), []string{keyFlag, rootFlag}},
+		{"key dir is a dangling symlink into root", root, "", keysInRoot, []string{keyFlag, rootFlag}},
+		{"key dir inside root through a symlinked root", rootAlias, "", filepath.Join(root, "keys"), []string{keyFlag, rootFlag}},
+		{"root inside key dir", root, filepath.Join(elsewhere, "mnt"), base, []string{rootFlag, "is inside " + keyFlag}},
+		{"key dir inside mount root", root, filepath.Join(elsewhere, "mnt"), filepath.Join(elsewhere, "mnt", "keys"), []string{keyFlag, "is inside " + mountFlag}},
+		{"key dir inside mount root through a symlink", root, filepath.Join(elsewhere, "mnt"), filepath.Join(outside, "mnt", "keys"), []string{keyFlag, mountFlag}},
+		{"key dir is mount root", root, filepath.Join(elsewhere, "mnt"), filepath.Join(elsewhere, "mnt"), []string{keyFlag, mountFlag}},
+		{"mount root inside key dir", root, filepath.Join(elsewhere, "keys", "mnt"), filepath.Join(elsewhere, "keys"), []string{mountFlag, "is inside " + keyFlag}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := []string{"--root", tt.root, "--key-dir", tt.keys}
+			if tt.mountRoot != "" {
+				args = append(args, "--mount-root", tt.mountRoot)
+			}
+			_, err := parseFlags(args)
+			if tt.want == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			for _, part := range tt.want {
+				assert.Contains(t, err.Error(), part)
+			}
+		})
+	}
 }

@@ -17,9 +17,14 @@ type loopDev struct {
 	f    *os.File
 }
 
-// attachLoop attaches file to a free loop device with LOOP_CONFIGURE and
-// autoclear.
-func attachLoop(file string) (*loopDev, error) {
+// attachLoop attaches file to a free loop device with autoclear: in one
+// step with LOOP_CONFIGURE (Linux 5.8), or, on kernels without it (RHEL 8's
+// 4.18, Ubuntu 20.04's 5.4), with LOOP_SET_FD then LOOP_SET_STATUS64.
+func attachLoop(file string) (*loopDev, error) { return attachLoopWith(file, false) }
+
+// attachLoopWith is attachLoop; legacyOnly skips LOOP_CONFIGURE, so that
+// tests on a new kernel take the path of old ones.
+func attachLoopWith(file string, legacyOnly bool) (*loopDev, error) {
 	backing, err := os.OpenFile(file, os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open backing file: %w", err)
@@ -30,6 +35,7 @@ func attachLoop(file string) (*loopDev, error) {
 		return nil, fmt.Errorf("open /dev/loop-control (is the loop module loaded?): %w", err)
 	}
 	defer ctl.Close()
+	legacy := legacyOnly
 	for range 10 {
 		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
 		if err != nil {
@@ -40,10 +46,13 @@ func attachLoop(file string) (*loopDev, error) {
 		if err != nil {
 			return nil, err
 		}
-		cfg := &unix.LoopConfig{Fd: uint32(backing.Fd())}
-		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
-		copy(cfg.Info.File_name[:], file)
-		err = unix.IoctlLoopConfigure(int(dev.Fd()), cfg)
+		if !legacy {
+			err = configureLoop(dev, backing, file)
+			legacy = lacksLoopConfigure(err)
+		}
+		if legacy {
+			err = setLoopFD(dev, backing, file)
+		}
 		if errors.Is(err, unix.EBUSY) {
 			dev.Close() // taken by someone else meanwhile: try the next
 			continue
@@ -55,6 +64,51 @@ func attachLoop(file string) (*loopDev, error) {
 		return &loopDev{Path: path, f: dev}, nil
 	}
 	return nil, errors.New("attach loop device: every free device was taken before it could be used")
+}
+
+// loopInfo is the status of a device holdfast attaches: autoclear, and the
+// file name shown by losetup.
+func loopInfo(file string) unix.LoopInfo64 {
+	info := unix.LoopInfo64{Flags: unix.LO_FLAGS_AUTOCLEAR}
+	copy(info.File_name[:], file)
+	return info
+}
+
+// lacksLoopConfigure reports whether err, from LOOP_CONFIGURE, says the
+// kernel does not know the ioctl: before 5.8, lo_ioctl's default case
+// answers an unknown command on a free device with EINVAL (ENOTTY is what
+// block devices without the command answer elsewhere; taken too). The
+// device is left untouched then, so the legacy ioctls can follow on it. On
+// a kernel that has LOOP_CONFIGURE, an EINVAL for another reason only means
+// the legacy ioctls are tried as well and answer for themselves.
+func lacksLoopConfigure(err error) bool {
+	return errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY)
+}
+
+// configureLoop binds backing to dev with its status in one ioctl.
+func configureLoop(dev, backing *os.File, file string) error {
+	cfg := &unix.LoopConfig{Fd: uint32(backing.Fd()), Info: loopInfo(file)}
+	return unix.IoctlLoopConfigure(int(dev.Fd()), cfg)
+}
+
+// setLoopFD binds backing to dev, then sets its status. In between the
+// device is bound without autoclear; nobody else can bind it (they get
+// EBUSY), and a crash there leaves a device that start-up detaches
+// (Recover finds it by its backing file's device and inode). When the
+// status cannot be set, the device is unbound again before returning.
+func setLoopFD(dev, backing *os.File, file string) error {
+	if err := unix.IoctlSetInt(int(dev.Fd()), unix.LOOP_SET_FD, int(backing.Fd())); err != nil {
+		return err
+	}
+	info := loopInfo(file)
+	if err := unix.IoctlLoopSetStatus64(int(dev.Fd()), &info); err != nil {
+		err = fmt.Errorf("set autoclear: %w", err)
+		if cerr := unix.IoctlSetInt(int(dev.Fd()), unix.LOOP_CLR_FD, 0); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("detach again: %w", cerr))
+		}
+		return err
+	}
+	return nil
 }
 
 // openLoop opens loop device n, creating its node if devtmpfs has none.

@@ -174,11 +174,21 @@ func (b *Backend) Unmount(ctx context.Context, v *driver.Volume) error {
 }
 
 // unmount removes the NFS mount at target before ctx's deadline. A plain
-// umount2 gets half of the time. If the mount is busy, or the call is
-// still blocked while the mount is still there, MNT_FORCE aborts the RPCs
-// waiting for the server (skipped when other mounts share the superblock:
-// it would abort theirs too) and MNT_DETACH takes the mount out of the
-// tree; the kernel frees it when its last user is gone.
+// umount2 gets half of the time.
+//
+// A mount that is busy (umount2 returns EBUSY: a process has its working
+// directory or an open file there) is detached lazily with MNT_DETACH and
+// nothing else: it leaves the mount tree at once and the kernel frees it
+// when its last user is gone, with the server still answering that user.
+// It is never forced: MNT_FORCE aborts the requests in flight on the
+// superblock, which the kernel's NFS client shares among mounts of one
+// export with the same options, so it would lose writes of processes that
+// have nothing to do with holdfast.
+//
+// Only a plain umount2 still blocked at its share of the deadline, with the
+// mount still there, is stuck on a server that does not answer: then
+// MNT_FORCE aborts the requests waiting for it (skipped when other mounts
+// share the superblock) before MNT_DETACH takes the mount out of the tree.
 func (b *Backend) unmount(ctx context.Context, target string) error {
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -190,31 +200,40 @@ func (b *Backend) unmount(ctx context.Context, target string) error {
 	switch {
 	case returned && (err == nil || notMounted(err)):
 		return nil
-	case returned && !errors.Is(err, unix.EBUSY):
+	case returned && errors.Is(err, unix.EBUSY):
+		log.Warn("NFS mount busy: detaching it lazily; the kernel frees it when its last user is gone")
+		return b.detach(target, deadline, total, "a lazy unmount of the busy mount")
+	case returned:
 		return err
-	case !returned && !b.mounted(target):
+	case !b.mounted(target):
 		log.Warn("NFS mount detached; the kernel finishes releasing it in the background")
 		return nil
 	}
 	if b.sharesSuperblock(target) {
-		log.Warn("NFS mount busy or not answering, and its superblock serves other mounts: detaching it lazily without forcing")
-	} else {
-		log.Warn("NFS mount busy or not answering: forcing the unmount, which aborts requests waiting for the server")
-		returned, err = b.umountWithin(target, unix.MNT_FORCE, total/4)
-		if returned && (err == nil || notMounted(err)) || !b.mounted(target) {
-			return nil
-		}
-		log.Warn("NFS mount still busy after a forced unmount: detaching it lazily; the kernel frees it when its last user is gone")
+		log.Warn("NFS mount not answering, and its superblock serves other mounts: detaching it lazily without forcing")
+		return b.detach(target, deadline, total, "a lazy unmount")
 	}
-	returned, err = b.umountWithin(target, unix.MNT_DETACH, time.Until(deadline))
+	log.Warn("NFS mount not answering: forcing the unmount, which aborts requests waiting for the server")
+	returned, err = b.umountWithin(target, unix.MNT_FORCE, total/4)
+	if returned && (err == nil || notMounted(err)) || !b.mounted(target) {
+		return nil
+	}
+	log.Warn("NFS mount still there after a forced unmount: detaching it lazily; the kernel frees it when its last user is gone")
+	return b.detach(target, deadline, total, "a forced and a lazy unmount")
+}
+
+// detach runs umount2(target, MNT_DETACH) until deadline. tried says, for
+// the error when the mount is still there then, what was tried.
+func (b *Backend) detach(target string, deadline time.Time, total time.Duration, tried string) error {
+	returned, err := b.umountWithin(target, unix.MNT_DETACH, time.Until(deadline))
 	switch {
 	case returned && (err == nil || notMounted(err)), !b.mounted(target):
 		return nil
 	case returned:
 		return err
 	}
-	return fmt.Errorf("%s is still mounted after %v, even after a forced and a lazy unmount; the kernel may be stuck on the server",
-		target, total.Round(100*time.Millisecond))
+	return fmt.Errorf("%s is still mounted after %v, even after %s; the kernel may be stuck on the server",
+		target, total.Round(100*time.Millisecond), tried)
 }
 
 // umountWithin runs umount2(target, flags) and waits for it up to wait.

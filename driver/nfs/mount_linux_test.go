@@ -314,13 +314,19 @@ func TestUnmount(t *testing.T) {
 	}{
 		{name: "plain", calls: []int{0}},
 		{name: "not mounted", errs: map[int]error{0: unix.EINVAL}, calls: []int{0}},
-		{name: "busy: force, then detach", errs: map[int]error{0: ebusy, unix.MNT_FORCE: ebusy}, calls: []int{0, unix.MNT_FORCE, unix.MNT_DETACH}},
-		{name: "busy, freed by force", errs: map[int]error{0: ebusy}, calls: []int{0, unix.MNT_FORCE}},
-		{name: "busy, shared superblock: no force", shared: true, errs: map[int]error{0: ebusy}, calls: []int{0, unix.MNT_DETACH}},
+		{name: "busy: lazy detach only", errs: map[int]error{0: ebusy, unix.MNT_FORCE: ebusy}, calls: []int{0, unix.MNT_DETACH}},
+		{name: "busy, shared superblock: lazy detach only", shared: true, errs: map[int]error{0: ebusy}, calls: []int{0, unix.MNT_DETACH}},
+		{name: "busy, detach refused", errs: map[int]error{0: ebusy, unix.MNT_DETACH: unix.EPERM}, calls: []int{0, unix.MNT_DETACH}, err: "operation not permitted"},
+		{name: "busy, detach blocked", errs: map[int]error{0: ebusy}, hold: []int{unix.MNT_DETACH}, calls: []int{0, unix.MNT_DETACH},
+			err: "unmount nfs volume data: /mnt/data is still mounted after 400ms, even after a lazy unmount of the busy mount"},
 		{name: "blocked but detached", hold: []int{0}, gone: true, calls: []int{0}},
+		{name: "blocked, freed by force", hold: []int{0}, calls: []int{0, unix.MNT_FORCE}},
 		{name: "blocked and still mounted", hold: []int{0, unix.MNT_FORCE}, errs: map[int]error{0: ebusy, unix.MNT_FORCE: ebusy}, calls: []int{0, unix.MNT_FORCE, unix.MNT_DETACH}},
+		{name: "blocked, shared superblock: no force", shared: true, hold: []int{0}, calls: []int{0, unix.MNT_DETACH}},
 		{name: "everything blocked", hold: []int{0, unix.MNT_FORCE, unix.MNT_DETACH}, calls: []int{0, unix.MNT_FORCE, unix.MNT_DETACH},
 			err: "unmount nfs volume data: /mnt/data is still mounted after 400ms, even after a forced and a lazy unmount"},
+		{name: "blocked, shared superblock, detach blocked", shared: true, hold: []int{0, unix.MNT_DETACH}, calls: []int{0, unix.MNT_DETACH},
+			err: "unmount nfs volume data: /mnt/data is still mounted after 400ms, even after a lazy unmount;"},
 		{name: "other error", errs: map[int]error{0: unix.EPERM}, calls: []int{0}, err: "operation not permitted"},
 	}
 	for _, tt := range tests {
@@ -351,6 +357,31 @@ func TestUnmount(t *testing.T) {
 			require.NoError(t, err)
 		})
 	}
+}
+
+// TestUnmountBusyNeverForces: a umount2 that fails with EBUSY at once
+// means a process uses the mount while the server answers. MNT_FORCE would
+// abort the requests in flight on the superblock, which other mounts of the
+// export on the host share, so the mount is only detached lazily.
+func TestUnmountBusyNeverForces(t *testing.T) {
+	m := newScripted()
+	m.unmountErr[0] = unix.EBUSY
+	m.unmountErr[unix.MNT_FORCE] = unix.EBUSY // as the kernel answers for a busy mount
+	log, hook := test.NewNullLogger()
+	b := &Backend{Mounter: m, Timeout: 2 * time.Second, Log: log, shared: func(string) bool { return false }}
+	v := newVolume(t, b, map[string]string{"share": "10.0.0.5:/export"})
+	require.NoError(t, b.Mount(context.Background(), v))
+
+	start := time.Now()
+	require.NoError(t, b.Unmount(context.Background(), v))
+	assert.Less(t, time.Since(start), 500*time.Millisecond, "a busy mount does not wait for its share of the deadline")
+	assert.Equal(t, []int{0, unix.MNT_DETACH}, m.unmountCalls())
+	assert.NotContains(t, m.unmountCalls(), unix.MNT_FORCE)
+	for _, f := range m.unmountCalls() {
+		assert.Zero(t, f&unix.MNT_FORCE, "umount2 flags %#x", f)
+	}
+	assert.False(t, m.isMounted(v.Mountpoint), "detached")
+	assert.True(t, logged(hook, "NFS mount busy: detaching it lazily; the kernel frees it when its last user is gone"))
 }
 
 func TestStatus(t *testing.T) {
