@@ -176,7 +176,8 @@ func badInputCases() []badInputCase {
 	}
 	long := strings.Repeat("a", driver.MaxNameLen+1)
 	return []badInputCase{
-		// The request itself: answered by the strict decoder.
+		// The request itself: answered by the decoder. Unknown fields are not
+		// here: they are ignored (TestUnknownFieldsAreIgnored).
 		{name: "invalid JSON", body: `{not json`, errPart: "request body is not valid JSON"},
 		{name: "JSON cut short", body: `{"Name":"new1","Opts":{"type":"tmpfs"`, errPart: "not valid JSON: it ends at byte"},
 		{name: "trailing data", body: `{"Name":"new1"} {"Name":"new2"}`, errPart: "unexpected data after the JSON value"},
@@ -188,11 +189,9 @@ func badInputCases() []badInputCase {
 		{name: "option value is a number", body: `{"Name":"new1","Opts":{"type":"tmpfs","size":1048576}}`, errPart: `option "size" must have a string value, not a number`},
 		{name: "option value is a boolean", body: `{"Name":"new1","Opts":{"uid":true}}`, errPart: `option "uid" must have a string value, not a boolean`},
 		{name: "ID is a number", path: mountPath, body: `{"Name":"data","ID":123}`, errPart: `field "ID" must be a string, not a number`},
-		{name: "unknown field", body: `{"Name":"new1","Options":{"size":"1m"}}`, errPart: `unknown field "Options": VolumeDriver.Create takes only Name and Opts`},
 		{name: "field in lower case", body: `{"name":"new1"}`, errPart: `field names are case-sensitive: write "Name"`},
 		{name: "field twice", body: `{"Name":"new1","Name":"new2"}`, errPart: `field "Name" is given twice`},
 		{name: "option twice", body: `{"Name":"new1","Opts":{"type":"tmpfs","size":"1m","size":"2m"}}`, errPart: `option "size" is given twice`},
-		{name: "field for List", path: "/VolumeDriver.List", body: `{"All":true}`, errPart: "VolumeDriver.List takes no fields"},
 		{name: "huge body", body: `{"Name":"` + strings.Repeat("x", 2<<20) + `"}`, errPart: "larger than the limit of 1 MiB"},
 		{name: "NUL in name", body: `{"Name":"new\u00001"}`, errPart: `field "Name" contains the control character U+0000`},
 		{name: "NUL in mount ID", path: mountPath, body: `{"Name":"data","ID":"0123\u0000"}`, errPart: `field "ID" contains the control character U+0000`},
@@ -324,4 +323,32 @@ func TestBadInputChangesNothing(t *testing.T) {
 	p.t = t
 	assert.NotContains(t, p.logs.String(), secret[:8], "key material never reaches the log")
 	assert.Contains(t, p.logs.String(), "request rejected")
+}
+
+// TestUnknownFieldsAreIgnored sends requests with fields a later dockerd
+// might add: they succeed, reach the driver with the fields holdfast
+// knows, and the log names the unknown fields but never their values.
+func TestUnknownFieldsAreIgnored(t *testing.T) {
+	p := startReal(t)
+	p.ok(createPath, `{"Name":"extra","Opts":{"type":"tmpfs","size":"1m"},"Labels":{"token":"`+secret+`"}}`)
+	t.Cleanup(func() { p.ok("/VolumeDriver.Remove", `{"Name":"extra","Hint":1}`) })
+
+	var mnt struct{ Mountpoint string }
+	require.NoError(t, json.Unmarshal(p.ok(mountPath, `{"Name":"extra","ID":"0123abcd","Future":"`+secret+`"}`), &mnt))
+	assert.Equal(t, filepath.Join(p.mnt, "extra"), mnt.Mountpoint)
+	var got struct {
+		Volume struct{ Status map[string]any }
+	}
+	require.NoError(t, json.Unmarshal(p.ok("/VolumeDriver.Get", `{"Name":"extra"}`), &got))
+	assert.Equal(t, "tmpfs", got.Volume.Status["type"], "Create's options reached the driver")
+	assert.EqualValues(t, 1, got.Volume.Status["leases"], "Mount reached the driver with its Name and ID")
+	p.ok("/VolumeDriver.Unmount", `{"Name":"extra","ID":"0123abcd","Future":["x"]}`)
+	require.NoError(t, json.Unmarshal(p.ok("/VolumeDriver.Get", `{"Name":"extra"}`), &got))
+	assert.EqualValues(t, 0, got.Volume.Status["leases"], "Unmount released the lease of that ID")
+
+	logs := p.logs.String()
+	assert.Contains(t, logs, `msg="unknown request fields ignored" endpoint=VolumeDriver.Create fields="\"Labels\""`)
+	assert.Contains(t, logs, `endpoint=VolumeDriver.Mount fields="\"Future\""`)
+	assert.NotContains(t, logs, secret[:8], "values of unknown fields never reach the log")
+	assert.NotContains(t, logs, "request rejected")
 }

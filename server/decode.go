@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -38,16 +39,16 @@ func malformed(format string, args ...any) error {
 
 // endpoint is the body one endpoint takes.
 type endpoint struct {
-	name    string   // as dockerd names it, e.g. "VolumeDriver.Create"
-	fields  []string // the fields of its body; none for List and the like
-	example string   // a valid body, for messages
-	build   func(fields map[string]json.RawMessage) (any, error)
+	name    string     // as dockerd names it, e.g. "VolumeDriver.Create"
+	fields  []string   // the fields it reads; none for List and the like
+	example string     // a valid body, for messages
+	req     func() any // a new request of the sdk's type; nil without fields
 }
 
 var endpoints = map[string]endpoint{}
 
 func init() {
-	named := func(op string, build func(map[string]json.RawMessage) (any, error), fields ...string) {
+	named := func(op string, req func() any, fields ...string) {
 		parts := make([]string, len(fields))
 		for i, f := range fields {
 			parts[i] = strconv.Quote(f) + ": " + strconv.Quote(fieldExample[f])
@@ -56,18 +57,21 @@ func init() {
 			}
 		}
 		endpoints["/VolumeDriver."+op] = endpoint{name: "VolumeDriver." + op, fields: fields,
-			example: "{" + strings.Join(parts, ", ") + "}", build: build}
+			example: "{" + strings.Join(parts, ", ") + "}", req: req}
 	}
-	named("Create", buildCreate, "Name", "Opts")
-	named("Remove", nameOnly(func(n string) any { return &volume.RemoveRequest{Name: n} }), "Name")
-	named("Path", nameOnly(func(n string) any { return &volume.PathRequest{Name: n} }), "Name")
-	named("Get", nameOnly(func(n string) any { return &volume.GetRequest{Name: n} }), "Name")
-	named("Mount", buildMount, "Name", "ID")
-	named("Unmount", buildUnmount, "Name", "ID")
+	named("Create", func() any { return &volume.CreateRequest{} }, "Name", "Opts")
+	named("Remove", func() any { return &volume.RemoveRequest{} }, "Name")
+	named("Path", func() any { return &volume.PathRequest{} }, "Name")
+	named("Get", func() any { return &volume.GetRequest{} }, "Name")
+	named("Mount", func() any { return &volume.MountRequest{} }, "Name", "ID")
+	named("Unmount", func() any { return &volume.UnmountRequest{} }, "Name", "ID")
 	for _, p := range []string{"/VolumeDriver.List", "/VolumeDriver.Capabilities", "/Plugin.Activate"} {
-		endpoints[p] = endpoint{name: p[1:], example: "{}", build: func(map[string]json.RawMessage) (any, error) { return struct{}{}, nil }}
+		endpoints[p] = endpoint{name: p[1:], example: "{}"}
 	}
 }
+
+// fieldExample is a valid value of each string field, for messages.
+var fieldExample = map[string]string{"Name": "vol", "ID": "0123abcd"}
 
 // endpointNames lists the endpoints for the unknown-endpoint message.
 func endpointNames() string {
@@ -79,26 +83,67 @@ func endpointNames() string {
 	return strings.Join(names, ", ")
 }
 
-// decodeRequest decodes body strictly as a request to path and returns it
-// as the sdk's request type (*volume.CreateRequest, ...; struct{}{} for
-// the endpoints without fields). Errors are *badRequest.
-func decodeRequest(path string, body []byte) (any, error) {
+// decodeRequest decodes body as a request to path and returns it as the
+// sdk's request type (*volume.CreateRequest, ...; struct{}{} for the
+// endpoints without fields), with the names of the fields it ignored,
+// sorted. Errors are *badRequest. See Handler for what it accepts.
+func decodeRequest(path string, body []byte) (req any, ignored []string, err error) {
 	ep, ok := endpoints[path]
 	if !ok {
-		return nil, &badRequest{status: http.StatusNotFound,
+		return nil, nil, &badRequest{status: http.StatusNotFound,
 			msg: fmt.Sprintf("unknown endpoint %s: holdfast answers %s", quote(path), endpointNames())}
 	}
 	if len(body) > MaxRequestBody {
-		return nil, tooLarge()
+		return nil, nil, tooLarge()
 	}
 	if !utf8.Valid(body) {
-		return nil, malformed("request body is not valid UTF-8 (at byte %d); send JSON in UTF-8 such as %s", invalidUTF8At(body), ep.example)
+		return nil, nil, malformed("request body is not valid UTF-8 (at byte %d); send JSON in UTF-8 such as %s", invalidUTF8At(body), ep.example)
 	}
-	fields, err := readObject(ep, body)
+	raw, err := oneValue(ep, body)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return ep.build(fields)
+	switch {
+	case (raw == nil || raw[0] == 'n') && ep.req == nil:
+		return struct{}{}, nil, nil
+	case raw == nil:
+		return nil, nil, malformed("empty request body: %s takes a JSON object such as %s", ep.name, ep.example)
+	case raw[0] != '{':
+		return nil, nil, malformed("request body is %s, not an object: %s takes a JSON object such as %s", rawKind(raw), ep.name, ep.example)
+	}
+	fields, twice := members(raw)
+	if twice != "" {
+		return nil, nil, malformed("field %s is given twice; give it once", quote(twice))
+	}
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		if slices.Contains(ep.fields, name) {
+			continue
+		}
+		// encoding/json would read "name" as Name; dockerd never sends it.
+		if i := slices.IndexFunc(ep.fields, func(f string) bool { return strings.EqualFold(f, name) }); i >= 0 {
+			return nil, nil, malformed("unknown field %s: %s takes only %s, e.g. %s (field names are case-sensitive: write %q)",
+				quote(name), ep.name, strings.Join(ep.fields, " and "), ep.example, ep.fields[i])
+		}
+		ignored = append(ignored, name)
+	}
+	for _, f := range ep.fields {
+		if raw, ok := fields[f]; ok {
+			if err := checkField(f, raw); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	if ep.req == nil {
+		return struct{}{}, ignored, nil
+	}
+	req = ep.req()
+	if err := json.Unmarshal(raw, req); err != nil { // checked above: cannot happen
+		return nil, nil, malformed("request body could not be decoded: %v; %s takes a JSON object such as %s", err, ep.name, ep.example)
+	}
+	if c, ok := req.(*volume.CreateRequest); ok && len(c.Options) == 0 {
+		c.Options = nil // one form of "no options": null, absent and {} alike
+	}
+	return req, ignored, nil
 }
 
 func tooLarge() error {
@@ -117,109 +162,88 @@ func invalidUTF8At(b []byte) int {
 	return len(b)
 }
 
-// readObject reads the one JSON object of body and returns its fields,
-// refusing unknown and repeated fields and anything after the object. An
-// empty body or null gives no fields, which only endpoints without fields
-// accept.
-func readObject(ep endpoint, body []byte) (map[string]json.RawMessage, error) {
+// oneValue returns the one JSON value of body, nil for an empty body, and
+// refuses invalid JSON and anything but white space after the value.
+func oneValue(ep endpoint, body []byte) (json.RawMessage, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
-	tok, err := dec.Token()
-	switch {
-	case err == io.EOF && len(ep.fields) == 0:
-		return nil, nil
-	case err == io.EOF:
-		return nil, malformed("empty request body: %s takes a JSON object such as %s", ep.name, ep.example)
-	case err != nil:
-		return nil, syntaxError(ep, dec, err)
-	case tok == nil && len(ep.fields) == 0:
-		return nil, trailing(ep, dec)
-	case tok != json.Delim('{'):
-		return nil, malformed("request body is %s, not an object: %s takes a JSON object such as %s", tokenKind(tok), ep.name, ep.example)
-	}
-	fields := map[string]json.RawMessage{}
-	for dec.More() {
-		if err := readField(ep, dec, fields); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing }
-		return nil, syntaxError(ep, dec, err)
-	}
-	return fields, trailing(ep, dec)
-}
-
-// readField reads one "name": value pair of the request object.
-func readField(ep endpoint, dec *json.Decoder, fields map[string]json.RawMessage) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return syntaxError(ep, dec, err)
-	}
-	name, _ := tok.(string)
-	if !slices.Contains(ep.fields, name) {
-		return unknownField(ep, name)
-	}
-	if _, dup := fields[name]; dup {
-		return malformed("field %q is given twice; give it once", name)
-	}
 	var raw json.RawMessage
-	if err := dec.Decode(&raw); err != nil {
-		return syntaxError(ep, dec, err)
+	err := dec.Decode(&raw)
+	var se *json.SyntaxError
+	switch {
+	case err == io.EOF:
+		return nil, nil
+	case errors.As(err, &se):
+		return nil, malformed("request body is not valid JSON: %s at byte %d; %s takes a JSON object such as %s", se.Error(), se.Offset, ep.name, ep.example)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, malformed("request body is not valid JSON: it ends at byte %d inside a value; %s takes a JSON object such as %s", len(body), ep.name, ep.example)
+	case err != nil:
+		return nil, malformed("request body is not valid JSON: %v; %s takes a JSON object such as %s", err, ep.name, ep.example)
 	}
-	fields[name] = raw
-	return nil
+	if off := dec.InputOffset(); len(bytes.Trim(body[off:], " \t\r\n")) > 0 {
+		return nil, malformed("unexpected data after the JSON value at byte %d: send one JSON object per request, such as %s", off, ep.example)
+	}
+	return raw, nil
 }
 
-func unknownField(ep endpoint, name string) error {
-	if len(ep.fields) == 0 {
-		return malformed("unknown field %s: %s takes no fields; send {} or an empty body", quote(name), ep.name)
-	}
-	msg := fmt.Sprintf("unknown field %s: %s takes only %s, e.g. %s", quote(name), ep.name, strings.Join(ep.fields, " and "), ep.example)
-	for _, f := range ep.fields {
-		if strings.EqualFold(f, name) {
-			msg += fmt.Sprintf(" (field names are case-sensitive: write %q)", f)
+// members returns the members of obj, a valid JSON object, and the first
+// name it gives twice, if any. encoding/json would silently keep the last
+// of the two; holdfast refuses such a body instead, as dockerd never sends
+// one and two readers could read it differently.
+func members(obj json.RawMessage) (m map[string]json.RawMessage, twice string) {
+	m = map[string]json.RawMessage{}
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	dec.Token() // {
+	for dec.More() {
+		tok, _ := dec.Token()
+		name, _ := tok.(string)
+		var v json.RawMessage
+		dec.Decode(&v)
+		if _, ok := m[name]; ok && twice == "" {
+			twice = name
 		}
+		m[name] = v
 	}
-	return malformed("%s", msg)
+	return m, twice
 }
 
-// trailing refuses anything but white space after the JSON value.
-func trailing(ep endpoint, dec *json.Decoder) error {
-	off := dec.InputOffset()
-	if _, err := dec.Token(); err == io.EOF {
+// checkField checks the value of a known field: Name and ID are strings
+// of printable text, Opts is null or an object of such strings. Messages
+// name the field or option but never show an option value, which may be
+// key material.
+func checkField(name string, raw json.RawMessage) error {
+	if name != "Opts" {
+		var s string
+		if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+			return malformed("field %q must be a string, not %s, e.g. %q: %q", name, rawKind(raw), name, fieldExample[name])
+		}
+		if err := printable(s); err != nil {
+			return malformed("field %q %v; names and IDs are printable text", name, err)
+		}
 		return nil
 	}
-	return malformed("unexpected data after the JSON value at byte %d: send one JSON object per request, such as %s", off, ep.example)
-}
-
-func syntaxError(ep endpoint, dec *json.Decoder, err error) error {
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return malformed("request body is not valid JSON: %s at byte %d; %s takes a JSON object such as %s", se.Error(), se.Offset, ep.name, ep.example)
+	if raw[0] == 'n' {
+		return nil
 	}
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return malformed("request body is not valid JSON: it ends at byte %d inside a value; %s takes a JSON object such as %s", dec.InputOffset(), ep.name, ep.example)
+	if raw[0] != '{' {
+		return malformed(`field "Opts" must be an object of string values such as {"type": "tmpfs", "size": "64m"}, not %s`, rawKind(raw))
 	}
-	return malformed("request body is not valid JSON: %v; %s takes a JSON object such as %s", err, ep.name, ep.example)
-}
-
-// tokenKind names the JSON type of a token that starts a value.
-func tokenKind(tok json.Token) string {
-	switch t := tok.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "a boolean"
-	case json.Number, float64:
-		return "a number"
-	case string:
-		return "a string"
-	case json.Delim:
-		if t == '[' {
-			return "a list"
+	opts, twice := members(raw)
+	if twice != "" {
+		return malformed("option %s is given twice; give it once", quote(twice))
+	}
+	for _, key := range slices.Sorted(maps.Keys(opts)) {
+		if err := printable(key); err != nil {
+			return malformed("option name %s %v; option names are printable text such as size", quote(key), err)
 		}
-		return "an object"
+		var v string
+		if raw := opts[key]; raw[0] != '"' || json.Unmarshal(raw, &v) != nil {
+			return malformed("option %s must have a string value, not %s: write the value in quotes, as a JSON string", quote(key), rawKind(raw))
+		}
+		if err := printable(v); err != nil {
+			return malformed("the value of option %s %v; option values are single-line printable text", quote(key), err)
+		}
 	}
-	return "not JSON"
+	return nil
 }
 
 // rawKind names the JSON type of a raw value.
@@ -239,26 +263,6 @@ func rawKind(raw json.RawMessage) string {
 	return "a number"
 }
 
-// stringField returns a field that must be a string without control
-// characters; absent, it is "".
-func stringField(fields map[string]json.RawMessage, name string) (string, error) {
-	raw, ok := fields[name]
-	if !ok {
-		return "", nil
-	}
-	var s string
-	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
-		return "", malformed("field %q must be a string, not %s, e.g. %q: %q", name, rawKind(raw), name, fieldExample[name])
-	}
-	if err := printable(s); err != nil {
-		return "", malformed("field %q %v; names and IDs are printable text", name, err)
-	}
-	return s, nil
-}
-
-// fieldExample is a valid value of each string field, for messages.
-var fieldExample = map[string]string{"Name": "vol", "ID": "0123abcd"}
-
 // printable refuses control characters, saying which and where.
 func printable(s string) error {
 	if i := strings.IndexFunc(s, unicode.IsControl); i >= 0 {
@@ -266,108 +270,6 @@ func printable(s string) error {
 		return fmt.Errorf("contains the control character %U at byte %d", r, i)
 	}
 	return nil
-}
-
-// optsField returns Opts: null, absent or {} give nil; otherwise an object
-// of string values, no key twice, no control characters.
-func optsField(fields map[string]json.RawMessage) (map[string]string, error) {
-	raw, ok := fields["Opts"]
-	if !ok || raw[0] == 'n' {
-		return nil, nil
-	}
-	if raw[0] != '{' {
-		return nil, malformed(`field "Opts" must be an object of string values such as {"type": "tmpfs", "size": "64m"}, not %s`, rawKind(raw))
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.Token() // {, checked above
-	opts := map[string]string{}
-	for dec.More() {
-		if err := readOption(dec, opts); err != nil {
-			return nil, err
-		}
-	}
-	if len(opts) == 0 {
-		return nil, nil
-	}
-	return opts, nil
-}
-
-// readOption reads one "key": "value" pair of Opts. Messages name the key
-// but never show the value.
-func readOption(dec *json.Decoder, opts map[string]string) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return malformed("Opts is not valid JSON: %v", err)
-	}
-	key, _ := tok.(string)
-	if err := printable(key); err != nil {
-		return malformed("option name %s %v; option names are printable text such as size", quote(key), err)
-	}
-	if _, dup := opts[key]; dup {
-		return malformed("option %s is given twice; give it once", quote(key))
-	}
-	var raw json.RawMessage
-	if err := dec.Decode(&raw); err != nil {
-		return malformed("Opts is not valid JSON: %v", err)
-	}
-	var v string
-	if raw[0] != '"' || json.Unmarshal(raw, &v) != nil {
-		return malformed("option %s must have a string value, not %s: write the value in quotes, as a JSON string",
-			quote(key), rawKind(raw))
-	}
-	if err := printable(v); err != nil {
-		return malformed("the value of option %s %v; option values are single-line printable text", quote(key), err)
-	}
-	opts[key] = v
-	return nil
-}
-
-func buildCreate(fields map[string]json.RawMessage) (any, error) {
-	name, err := stringField(fields, "Name")
-	if err != nil {
-		return nil, err
-	}
-	opts, err := optsField(fields)
-	if err != nil {
-		return nil, err
-	}
-	return &volume.CreateRequest{Name: name, Options: opts}, nil
-}
-
-func nameOnly(make func(string) any) func(map[string]json.RawMessage) (any, error) {
-	return func(fields map[string]json.RawMessage) (any, error) {
-		name, err := stringField(fields, "Name")
-		if err != nil {
-			return nil, err
-		}
-		return make(name), nil
-	}
-}
-
-// nameAndID reads the fields of Mount and Unmount.
-func nameAndID(fields map[string]json.RawMessage) (string, string, error) {
-	name, err := stringField(fields, "Name")
-	if err != nil {
-		return "", "", err
-	}
-	id, err := stringField(fields, "ID")
-	return name, id, err
-}
-
-func buildMount(fields map[string]json.RawMessage) (any, error) {
-	name, id, err := nameAndID(fields)
-	if err != nil {
-		return nil, err
-	}
-	return &volume.MountRequest{Name: name, ID: id}, nil
-}
-
-func buildUnmount(fields map[string]json.RawMessage) (any, error) {
-	name, id, err := nameAndID(fields)
-	if err != nil {
-		return nil, err
-	}
-	return &volume.UnmountRequest{Name: name, ID: id}, nil
 }
 
 // quote quotes s for a message, cut to 64 bytes.
@@ -380,35 +282,41 @@ func quote(s string) string {
 }
 
 // Handler answers the volume plugin protocol for d, in place of the sdk's
-// handler: it decodes every request strictly (see decodeRequest), passes
-// it to d and encodes the answer as the sdk does. A request it refuses is
-// answered with {"Err": "..."} and logged once at warn level, without
-// option values.
+// handler: it decodes every request (see below), passes it to d and
+// encodes the answer as the sdk does. A request it refuses is answered
+// with {"Err": "..."} and logged once at warn level, without option values.
 //
 // So every request the sdk would misread, or answer with a plain-text HTTP
 // 400 that dockerd shows as raw text, gets an {"Err": "..."} naming the
-// problem and the fix. It accepts exactly what dockerd sends:
+// problem and the fix. It reads requests with encoding/json into the sdk's
+// request types, after these checks:
 //
 //   - POST to a known endpoint; the Content-Type is not checked (dockerd
 //     sends application/vnd.docker.plugins.v1.2+json, curl users send
 //     others, and the body is JSON whatever the header says).
-//   - One JSON object in valid UTF-8, optionally followed by white space
-//     (dockerd's encoder ends it with a newline).
-//   - Field names exactly as dockerd writes them: Name, Opts, ID. Go's
-//     encoding/json would also match "name" or "NAME", and take the last of
-//     duplicate fields; here a differently cased field is refused as unknown
-//     (the message says which spelling to use) and a duplicate is refused,
-//     so the driver never acts on a body that two readers could read
-//     differently.
-//   - Opts as null (dockerd sends that for a volume created without
-//     options) or an object of string values; an empty object is the same
-//     as null.
-//   - For List, Capabilities and Plugin.Activate: an empty body, {} or null.
+//   - One JSON object in valid UTF-8, at most MaxRequestBody bytes,
+//     optionally followed by white space (dockerd's encoder ends it with a
+//     newline). For List, Capabilities and Plugin.Activate an empty body
+//     or null also does.
+//   - Fields holdfast does not know are ignored, as dockerd ignores what it
+//     does not know in answers, so a field a later dockerd adds (it once
+//     added ID to Mount and Unmount) breaks nothing. They are logged at
+//     debug level by name, never with their values.
+//   - Known fields are spelled exactly as dockerd writes them: Name, Opts,
+//     ID. encoding/json would also match "name" or "NAME", and take the
+//     last of duplicate fields; here a differently cased known field and a
+//     field or option given twice are refused (the message says which
+//     spelling to use), so the driver never acts on a body that two readers
+//     could read differently.
+//   - Name and ID are strings; Opts is null (dockerd sends that for a
+//     volume created without options) or an object of string values; an
+//     empty object is the same as null. A non-string option value is
+//     refused naming its option, never showing the value.
 //
 // Names, IDs, option names and option values must not contain control
-// characters (NUL, newline, ...). Whether a name follows Docker's rule, a
-// Mount has an ID or an option is valid is left to the driver, which
-// answers those with messages of its own.
+// characters (NUL, newline, ...). Whether a name is given and follows
+// Docker's rule, a Mount has an ID or an option is valid is left to the
+// driver, which answers those with messages of its own.
 //
 // Status codes: 400 for a malformed body, 413 for one over the limit, 405
 // for a method other than POST and 404 for an unknown endpoint. dockerd's
@@ -421,12 +329,17 @@ func Handler(d volume.Driver, log logrus.FieldLogger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := readBody(w, r)
 		var req any
+		var ignored []string
 		if err == nil {
-			req, err = decodeRequest(r.URL.Path, body)
+			req, ignored, err = decodeRequest(r.URL.Path, body)
 		}
 		if err != nil {
 			reject(w, r, log, err)
 			return
+		}
+		if len(ignored) > 0 {
+			log.WithFields(logrus.Fields{"endpoint": endpoints[r.URL.Path].name, "fields": fieldList(ignored)}).
+				Debug("unknown request fields ignored")
 		}
 		res, err := dispatch(d, r.URL.Path, req)
 		if err != nil {
@@ -435,6 +348,19 @@ func Handler(d volume.Driver, log logrus.FieldLogger) http.Handler {
 		}
 		sdk.EncodeResponse(w, res, false)
 	})
+}
+
+// fieldList names fields for the log: quoted, cut, at most 16 of them.
+func fieldList(names []string) string {
+	const max = 16
+	var parts []string
+	for _, n := range names[:min(len(names), max)] {
+		parts = append(parts, quote(n))
+	}
+	if len(names) > max {
+		parts = append(parts, fmt.Sprintf("and %d more", len(names)-max))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // activation is the answer to Plugin.Activate.

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -42,10 +43,39 @@ func TestDecodeRequestAccepts(t *testing.T) {
 		{"/VolumeDriver.Get", `{"N\u0061me":"caf\u00e9"}`, &volume.GetRequest{Name: "café"}},
 	}
 	for _, tt := range tests {
-		got, err := decodeRequest(tt.path, []byte(tt.body))
+		got, _, err := decodeRequest(tt.path, []byte(tt.body))
 		require.NoError(t, err, "%s %q", tt.path, tt.body)
 		assert.Equal(t, tt.want, got, "%s %q", tt.path, tt.body)
 	}
+}
+
+func TestDecodeRequestIgnoresUnknownFields(t *testing.T) {
+	tests := []struct {
+		path, body string
+		want       any
+		ignored    []string
+	}{
+		{"/VolumeDriver.Mount", `{"Name":"db","ID":"0123abcd","Future":{"nested":[1,null]}}`,
+			&volume.MountRequest{Name: "db", ID: "0123abcd"}, []string{"Future"}},
+		{"/VolumeDriver.Unmount", `{"Zone":null,"Name":"db","ID":"0123abcd"}`,
+			&volume.UnmountRequest{Name: "db", ID: "0123abcd"}, []string{"Zone"}},
+		{"/VolumeDriver.Create", `{"Name":"db","Size":"1g","Opts":{"type":"tmpfs"},"Labels":{"a":"b"}}`,
+			&volume.CreateRequest{Name: "db", Options: map[string]string{"type": "tmpfs"}}, []string{"Labels", "Size"}},
+		{"/VolumeDriver.Get", `{"Name":"db","Names":5}`, &volume.GetRequest{Name: "db"}, []string{"Names"}},
+		{"/VolumeDriver.List", `{"Name":"db"}`, struct{}{}, []string{"Name"}},
+		{"/VolumeDriver.Capabilities", `{"All":true}`, struct{}{}, []string{"All"}},
+		// An unknown field may hold anything valid, even control characters.
+		{"/VolumeDriver.Remove", `{"Name":"db","X":"\u0000"}`, &volume.RemoveRequest{Name: "db"}, []string{"X"}},
+	}
+	for _, tt := range tests {
+		got, ignored, err := decodeRequest(tt.path, []byte(tt.body))
+		require.NoError(t, err, "%s %q", tt.path, tt.body)
+		assert.Equal(t, tt.want, got, "%s %q", tt.path, tt.body)
+		assert.Equal(t, tt.ignored, ignored, "%s %q", tt.path, tt.body)
+	}
+	_, ignored, err := decodeRequest("/VolumeDriver.Get", []byte(`{"Name":"db"}`))
+	require.NoError(t, err)
+	assert.Empty(t, ignored)
 }
 
 func TestDecodeRequestRejects(t *testing.T) {
@@ -65,11 +95,14 @@ func TestDecodeRequestRejects(t *testing.T) {
 		{"trailing object", "/VolumeDriver.Create", `{"Name":"db"}{"Name":"x"}`, 400, "unexpected data after the JSON value at byte 13: send one JSON object per request"},
 		{"trailing garbage", "/VolumeDriver.List", `{} x`, 400, "unexpected data after the JSON value"},
 		{"not utf-8", "/VolumeDriver.Get", "{\"Name\":\"d\xffb\"}", 400, "not valid UTF-8 (at byte 10)"},
-		{"unknown field", "/VolumeDriver.Create", `{"Name":"db","Size":"1g"}`, 400, `unknown field "Size": VolumeDriver.Create takes only Name and Opts`},
 		{"field case", "/VolumeDriver.Create", `{"name":"db"}`, 400, `field names are case-sensitive: write "Name"`},
 		{"option case", "/VolumeDriver.Create", `{"Name":"db","opts":{}}`, 400, `write "Opts"`},
-		{"field of List", "/VolumeDriver.List", `{"Name":"db"}`, 400, `unknown field "Name": VolumeDriver.List takes no fields`},
 		{"field twice", "/VolumeDriver.Create", `{"Name":"db","Name":"x"}`, 400, `field "Name" is given twice`},
+		{"field twice, escaped", "/VolumeDriver.Get", `{"Name":"db","N\u0061me":"x"}`, 400, `field "Name" is given twice`},
+		{"unknown field twice", "/VolumeDriver.Mount", `{"Name":"db","ID":"a","X":1,"X":2}`, 400, `field "X" is given twice`},
+		{"field in upper case", "/VolumeDriver.Get", `{"NAME":"db"}`, 400, `unknown field "NAME": VolumeDriver.Get takes only Name, e.g. {"Name": "vol"} (field names are case-sensitive: write "Name")`},
+		{"field case next to the field", "/VolumeDriver.Mount", `{"Name":"db","ID":"a","id":"b"}`, 400, `write "ID"`},
+		{"field case by unicode folding", "/VolumeDriver.Create", `{"Name":"db","Opt\u017f":{}}`, 400, `write "Opts"`},
 		{"name number", "/VolumeDriver.Create", `{"Name":5}`, 400, `field "Name" must be a string, not a number`},
 		{"name null", "/VolumeDriver.Get", `{"Name":null}`, 400, `field "Name" must be a string, not null`},
 		{"id bool", "/VolumeDriver.Mount", `{"Name":"db","ID":true}`, 400, `field "ID" must be a string, not a boolean`},
@@ -88,7 +121,7 @@ func TestDecodeRequestRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := decodeRequest(tt.path, []byte(tt.body))
+			got, _, err := decodeRequest(tt.path, []byte(tt.body))
 			require.Error(t, err)
 			assert.Nil(t, got)
 			var br *badRequest
@@ -106,7 +139,7 @@ func TestDecodeErrorsNeverShowOptionValues(t *testing.T) {
 		`{"Name":"db","Opts":{"secret":["hunter2"]}}`,
 		`{"Name":"db","Opts":{"password":{"v":"hunter2"}}}`,
 	} {
-		_, err := decodeRequest("/VolumeDriver.Create", []byte(body))
+		_, _, err := decodeRequest("/VolumeDriver.Create", []byte(body))
 		require.Error(t, err, body)
 		assert.NotContains(t, err.Error(), "hunter2", body)
 	}
@@ -119,6 +152,11 @@ type recorder struct {
 }
 
 func (r *recorder) Create(req *volume.CreateRequest) error { r.got = append(r.got, req); return nil }
+
+func (r *recorder) Mount(req *volume.MountRequest) (*volume.MountResponse, error) {
+	r.got = append(r.got, req)
+	return &volume.MountResponse{Mountpoint: "/mnt/" + req.Name}, nil
+}
 
 func (r *recorder) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
 	r.got = append(r.got, req)
@@ -134,6 +172,7 @@ func (r *recorder) List() (*volume.ListResponse, error) {
 func serveStrict(t *testing.T, method, path, body string) (*httptest.ResponseRecorder, *test.Hook, []any) {
 	t.Helper()
 	log, hook := test.NewNullLogger()
+	log.SetLevel(logrus.DebugLevel)
 	d := &recorder{}
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(method, "http://plugin"+path, strings.NewReader(body))
@@ -210,4 +249,39 @@ func TestStrictRequestsLogsTheOperation(t *testing.T) {
 	assert.Equal(t, "Plugin.Activate", hook.LastEntry().Data["op"])
 	_, hook, _ = serveStrict(t, http.MethodPost, "/x", `{}`)
 	assert.Equal(t, `"/x"`, hook.LastEntry().Data["op"])
+}
+
+func TestHandlerIgnoresUnknownFields(t *testing.T) {
+	rec, hook, got := serveStrict(t, http.MethodPost, "/VolumeDriver.Mount",
+		`{"Name":"db","ID":"0123abcd","Future":"hunter2","Other":{"k":"hunter2"}}`)
+	assert.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	assert.JSONEq(t, `{"Mountpoint":"/mnt/db"}`, rec.Body.String())
+	assert.Equal(t, []any{&volume.MountRequest{Name: "db", ID: "0123abcd"}}, got, "the driver gets Name and ID")
+
+	require.Len(t, hook.AllEntries(), 1)
+	e := hook.LastEntry()
+	assert.Equal(t, logrus.DebugLevel, e.Level)
+	assert.Equal(t, "unknown request fields ignored", e.Message)
+	assert.Equal(t, "VolumeDriver.Mount", e.Data["endpoint"])
+	assert.Equal(t, `"Future", "Other"`, e.Data["fields"])
+	line, err := e.String()
+	require.NoError(t, err)
+	assert.NotContains(t, line, "hunter2", "values of unknown fields are never logged")
+
+	rec, hook, got = serveStrict(t, http.MethodPost, "/VolumeDriver.Create", `{"Name":"db","Opts":null,"Labels":{"a":"b"}}`)
+	assert.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	assert.Equal(t, []any{&volume.CreateRequest{Name: "db"}}, got)
+	assert.Equal(t, `"Labels"`, hook.LastEntry().Data["fields"])
+}
+
+func TestFieldListIsBounded(t *testing.T) {
+	var names []string
+	for i := range 20 {
+		names = append(names, fmt.Sprintf("f%02d", i))
+	}
+	names = append(names, strings.Repeat("x", 100))
+	got := fieldList(names)
+	assert.True(t, strings.HasPrefix(got, `"f00", "f01", `), got)
+	assert.True(t, strings.HasSuffix(got, `"f15", and 5 more`), got)
+	assert.Equal(t, `"`+strings.Repeat("x", 64)+`" (100 bytes)`, fieldList(names[20:]))
 }

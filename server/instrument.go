@@ -11,7 +11,8 @@ import (
 	"github.com/holdfast/holdfast/driver"
 )
 
-// ErrShuttingDown answers requests that arrive during shutdown.
+// ErrShuttingDown answers requests that arrive during shutdown, except
+// Capabilities, which is always answered.
 var ErrShuttingDown = errors.New("holdfast is shutting down; retry when it is back")
 
 // Instrumented wraps a volume.Driver: it logs every request (operation,
@@ -32,7 +33,8 @@ func Instrument(d volume.Driver, log logrus.FieldLogger) *Instrumented {
 	return &Instrumented{d: d, log: log}
 }
 
-// Drain refuses new requests and waits for those in flight.
+// Drain refuses new requests (but Capabilities) and waits for those in
+// flight.
 func (s *Instrumented) Drain() {
 	s.mu.Lock()
 	s.closing = true
@@ -53,6 +55,12 @@ func (s *Instrumented) do(op, name string, fields logrus.Fields, fn func() error
 
 	start := time.Now()
 	err := fn()
+	s.logDone(op, name, fields, start, err)
+	return err
+}
+
+// logDone logs a request that started at start.
+func (s *Instrumented) logDone(op, name string, fields logrus.Fields, start time.Time, err error) {
 	log := s.log.WithFields(fields).WithFields(logrus.Fields{
 		"op":       op,
 		"duration": time.Since(start).Round(time.Microsecond).String(),
@@ -70,7 +78,6 @@ func (s *Instrumented) do(op, name string, fields logrus.Fields, fn func() error
 	default:
 		log.Info("request ok")
 	}
-	return err
 }
 
 // quiet says whether a request is logged at debug level only: the reads
@@ -137,13 +144,15 @@ func (s *Instrumented) List() (res *volume.ListResponse, err error) {
 	return res, err
 }
 
-// Capabilities logs and forwards.
+// Capabilities logs and forwards, also while shutting down and after
+// Drain: dockerd asks once and caches the answer, and takes an empty scope
+// for "local", so refusing it would make a --scope global plugin local
+// until dockerd restarts. The driver answers it from its configuration,
+// without touching state, so it needs no draining.
 func (s *Instrumented) Capabilities() *volume.CapabilitiesResponse {
-	var res *volume.CapabilitiesResponse
-	s.do("Capabilities", "", nil, func() error {
-		res = s.d.Capabilities()
-		return nil
-	})
+	start := time.Now()
+	res := s.d.Capabilities()
+	s.logDone("Capabilities", "", nil, start, nil)
 	if res == nil {
 		res = &volume.CapabilitiesResponse{}
 	}

@@ -38,12 +38,17 @@ func startPlugin(t *testing.T) *plugin { return startWrapped(t, nil) }
 
 // startWrapped serves the driver, wrapped by wrap when it is not nil.
 func startWrapped(t *testing.T, wrap func(*driver.Driver) volume.Driver) *plugin {
+	return startScoped(t, "local", wrap)
+}
+
+// startScoped is startWrapped with the given --scope.
+func startScoped(t *testing.T, scope string, wrap func(*driver.Driver) volume.Driver) *plugin {
 	dir := t.TempDir()
 	log, hook := test.NewNullLogger()
 	log.SetLevel(logrus.DebugLevel)
 	m := driver.NewFakeMounter()
 	d, err := driver.New(driver.Config{
-		Root: filepath.Join(dir, "root"), MountRoot: filepath.Join(dir, "mnt"), Scope: "local",
+		Root: filepath.Join(dir, "root"), MountRoot: filepath.Join(dir, "mnt"), Scope: scope,
 		BootID: "b", Mounter: m, Log: log,
 		Backends: map[string]driver.Backend{
 			"local": &driver.Local{Mounter: m},
@@ -250,4 +255,74 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 	assert.NotEmpty(t, (<-answered)["Mountpoint"], "the request in flight got its answer")
 	require.NoError(t, <-p.done)
 	p.cancel = nil
+}
+
+// TestCapabilitiesDuringShutdown asks Capabilities, as dockerd may at any
+// moment, on a connection opened before a shutdown began: while a request
+// is in flight, while draining and after Serve returned. dockerd asks once
+// and caches the answer, and takes an empty scope for local, so every
+// answer must be the configured scope.
+func TestCapabilitiesDuringShutdown(t *testing.T) {
+	sd := &slow{started: make(chan struct{}), release: make(chan struct{})}
+	p := startScoped(t, "global", func(d *driver.Driver) volume.Driver { sd.Driver = d; return sd })
+	p.call("/VolumeDriver.Create", `{"Name":"vol"}`)
+
+	// dockerd keeps its connection to the plugin open between requests.
+	docker := &plugin{t: t, client: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", p.sock)
+		},
+		MaxConnsPerHost: 1,
+	}, Timeout: 10 * time.Second}}
+	capabilities := func(phase string) {
+		t.Helper()
+		code, out := docker.call("/VolumeDriver.Capabilities", "")
+		assert.Equal(t, http.StatusOK, code, "%s: %v", phase, out)
+		assert.Equal(t, map[string]any{"Capabilities": map[string]any{"Scope": "global"}}, out, phase)
+		code, out = docker.call("/Plugin.Activate", "")
+		assert.Equal(t, http.StatusOK, code, phase)
+		assert.Equal(t, map[string]any{"Implements": []any{"VolumeDriver"}}, out, phase)
+	}
+	capabilities("before shutdown")
+
+	answered := make(chan int)
+	go func() {
+		code, _ := p.call("/VolumeDriver.Mount", `{"Name":"vol","ID":"a"}`)
+		answered <- code
+	}()
+	<-sd.started
+	p.cancel() // SIGTERM
+	capabilities("shutdown begun")
+	// Draining: the other requests are refused from now on.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, out := docker.call("/VolumeDriver.Get", `{"Name":"vol"}`)
+		if out["Err"] == ErrShuttingDown.Error() {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the plugin never started draining: %v", out)
+		time.Sleep(10 * time.Millisecond)
+	}
+	capabilities("draining, a request in flight")
+	close(sd.release)
+	assert.Equal(t, http.StatusOK, <-answered, "the request in flight got its answer")
+	require.NoError(t, <-p.done)
+	p.cancel = nil
+	code, out, err := docker.try("/VolumeDriver.Capabilities")
+	assert.Error(t, err, "after Serve returned the connection is closed, never answered with an empty scope: %d %v", code, out)
+}
+
+// try posts an empty body to path and returns the status and the decoded
+// answer, or the error of a connection that is gone.
+func (p *plugin) try(path string) (int, map[string]any, error) {
+	req, err := http.NewRequest(http.MethodPost, "http://plugin"+path, nil)
+	require.NoError(p.t, err)
+	res, err := p.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer res.Body.Close()
+	out := map[string]any{}
+	require.NoError(p.t, json.NewDecoder(res.Body).Decode(&out))
+	return res.StatusCode, out, nil
 }
