@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/moby/sys/mountinfo"
@@ -108,8 +109,16 @@ func (r *rig) requireLocked(name string) {
 	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(r.root))
 	require.NoError(r.t, err)
 	assert.Empty(r.t, mounts, "nothing mounted")
-	loops, err := loopsOf(r.backing(name))
-	require.NoError(r.t, err)
+	// A loop device another process has open for a moment (any loopsOf
+	// scan, in another test binary too) autoclears when it is closed.
+	var loops []string
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		loops, err = loopsOf(r.backing(name))
+		require.NoError(r.t, err)
+		if len(loops) == 0 || time.Now().After(end) {
+			break
+		}
+	}
 	assert.Empty(r.t, loops, "no loop device left")
 	out, _ := exec.Command("losetup", "-a").CombinedOutput()
 	assert.NotContains(r.t, string(out), r.backing(name), "losetup -a")
