@@ -83,6 +83,9 @@ func (d *Driver) markRemoving(v *Volume) error {
 		err = d.writeRecord(v, removingFile)
 	}
 	if err == nil {
+		err = d.syncFile(filepath.Join(v.Dir, removingFile))
+	}
+	if err == nil {
 		err = d.syncDir(v.Dir)
 	}
 	if err != nil {
@@ -91,9 +94,28 @@ func (d *Driver) markRemoving(v *Volume) error {
 	return nil
 }
 
-// rename is os.Rename as a step.
+// syncFile makes the content of file durable: a record written at Create
+// may still be only in the page cache.
+func (d *Driver) syncFile(file string) error {
+	if err := d.step("sync " + filepath.Base(file)); err != nil {
+		return err
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// rename is os.Rename as a step named after the files.
 func (d *Driver) rename(from, to string) error {
-	if err := d.step("rename " + filepath.Base(from) + " to " + filepath.Base(to)); err != nil {
+	return d.renameAs("rename "+filepath.Base(from)+" to "+filepath.Base(to), from, to)
+}
+
+// renameAs is os.Rename as the step named step.
+func (d *Driver) renameAs(step, from, to string) error {
+	if err := d.step(step); err != nil {
 		return err
 	}
 	return os.Rename(from, to)
@@ -101,7 +123,7 @@ func (d *Driver) rename(from, to string) error {
 
 // syncDir makes the entries of dir durable.
 func (d *Driver) syncDir(dir string) error {
-	if err := d.step("sync " + filepath.Base(filepath.Dir(dir)) + " directory"); err != nil {
+	if err := d.step("sync volume directory"); err != nil {
 		return err
 	}
 	f, err := os.Open(dir)

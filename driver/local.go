@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/failpoint"
 )
 
 // Local is the "local" backend: a directory under --root that keeps its
@@ -14,6 +16,8 @@ import (
 // mountpoint while the volume has leases.
 type Local struct {
 	Mounter Mounter
+	// Faults fails steps on purpose, for tests; nil in production.
+	Faults *failpoint.Set
 }
 
 // localMode is the mode of a local volume's root, as Docker's _data.
@@ -30,10 +34,18 @@ func dataDir(v *Volume) string { return filepath.Join(v.Dir, "data") }
 // full --root is named as such, with the fix.
 func (l *Local) Create(_ context.Context, v *Volume) error {
 	dir := dataDir(v)
-	if err := os.Mkdir(dir, localMode); err != nil {
+	err := l.Faults.Check("mkdir data directory")
+	if err == nil {
+		err = os.Mkdir(dir, localMode)
+	}
+	if err != nil {
 		return RootFull(fmt.Errorf("create data directory: %w", err), v)
 	}
-	return RootFull(ApplyOwner(dir, v.Options, localMode), v)
+	err = l.Faults.Check("set owner")
+	if err == nil {
+		err = ApplyOwner(dir, v.Options, localMode)
+	}
+	return RootFull(err, v)
 }
 
 // Mount bind-mounts the data directory at the mountpoint.

@@ -167,7 +167,7 @@ func (d *Driver) trashDir() string { return filepath.Join(d.cfg.Root, "trash") }
 func (d *Driver) trash(dir string) error {
 	name := strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatUint(d.trashed.Add(1), 36)
 	dst := filepath.Join(d.trashDir(), name)
-	if err := d.rename(dir, dst); err != nil {
+	if err := d.renameAs("move to the trash", dir, dst); err != nil {
 		if os.IsNotExist(err) {
 			return nil
 		}
