@@ -80,16 +80,20 @@ type entry struct {
 // and the boot id, and returns the driver. Close releases it.
 func New(cfg Config) (*Driver, error) {
 	var err error
-	if cfg.Root, err = makeDir(cfg.Root, 0o711); err != nil {
+	// Root only, at every level: see perm_linux.go.
+	if cfg.Root, err = PrivateDir(cfg.Root, "--root", cfg.Log); err != nil {
 		return nil, err
 	}
-	if cfg.MountRoot, err = makeDir(cfg.MountRoot, 0o755); err != nil {
+	if cfg.MountRoot, err = PrivateDir(cfg.MountRoot, "--mount-root", cfg.Log); err != nil {
 		return nil, err
 	}
 	for _, dir := range []string{"volumes", "trash"} {
-		if _, err := makeDir(filepath.Join(cfg.Root, dir), 0o700); err != nil {
+		if _, err := PrivateDir(filepath.Join(cfg.Root, dir), "--root", cfg.Log); err != nil {
 			return nil, err
 		}
+	}
+	if err := privateFile(filepath.Join(cfg.Root, "holdfast.db"), cfg.Log); err != nil {
+		return nil, err
 	}
 	store, err := OpenStore(filepath.Join(cfg.Root, "holdfast.db"))
 	if err != nil {
@@ -102,23 +106,6 @@ func New(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	return d, nil
-}
-
-// makeDir creates dir with mode if missing and returns it with symlinks
-// resolved, so it compares equal to paths in /proc/self/mountinfo.
-func makeDir(dir string, mode os.FileMode) (string, error) {
-	if err := os.MkdirAll(dir, mode); err != nil {
-		return "", fmt.Errorf("create %s: %w", dir, err)
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", fmt.Errorf("resolve %s: %w", dir, err)
-	}
-	real, err := filepath.EvalSymlinks(abs)
-	if err != nil {
-		return "", fmt.Errorf("resolve %s: %w", dir, err)
-	}
-	return real, nil
 }
 
 // Close waits for the removed volumes' directories to be deleted and

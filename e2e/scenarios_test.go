@@ -37,6 +37,7 @@ var scenarios = []scenario{
 	{"compose", testCompose},
 	{"compose-crypt", testComposeCrypt},
 	{"swarm", testSwarm},
+	{"unprivileged", testUnprivileged},
 }
 
 // sleeper keeps a container alive; exec makes sleep PID 1 so that `docker rm

@@ -27,6 +27,13 @@
 //     from /proc while crypt volumes are created and mounted. The scanner
 //     is tested itself with planted keys. Every plugin the suites start is
 //     scanned this way when its test ends, so R1 and R2 are covered too.
+//   - Permissions (perms_test.go): as uid and gid 65534 with no groups
+//     (setpriv), nothing under --root, --mount-root or --key-dir can be
+//     listed, entered, stat'ed below or read, for every volume type, mounted
+//     and unmounted, in the default layout and with --mount-root outside
+//     --root, and the socket refuses to connect; each probe is shown to work
+//     as root and on a world-readable tree. At start, directories open to
+//     others are set to 0700 and directories of another user are refused.
 //
 // The tests need root (they skip, saying so, otherwise); crypt volumes need
 // ext4 encryption or dm-crypt, and are left out, with a log line, where the

@@ -260,6 +260,9 @@ func run(c *config) error {
 	if err != nil {
 		return err
 	}
+	if err := crypt.CheckKeyDir(c.keyDir, log); err != nil {
+		return err
+	}
 	mounter := driver.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root:      c.root,

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
@@ -34,12 +35,22 @@ type keyStore struct {
 	faults *failpoint.Set
 }
 
-// ensure creates the key directory, mode 0700.
+// ensure creates the key directory, mode 0700, and checks it is root's
+// alone (driver.CheckPrivateDir; holdfast checks it at start too).
 func (k keyStore) ensure() error {
 	if err := os.MkdirAll(k.dir, 0o700); err != nil {
 		return driver.NoSpace(fmt.Errorf("create key directory: %w", err), "--key-dir", k.dir)
 	}
-	return os.Chmod(k.dir, 0o700)
+	_, err := driver.CheckPrivateDir(k.dir, "--key-dir", nil)
+	return err
+}
+
+// CheckKeyDir checks an existing key directory at start: root's alone,
+// corrected to 0700 (with a warning) when open to others. A missing one is
+// created at the first crypt volume's Create.
+func CheckKeyDir(dir string, log logrus.FieldLogger) error {
+	_, err := driver.CheckPrivateDir(dir, "--key-dir", log)
+	return err
 }
 
 // generatedName is the key file holdfast generates for a volume: NAME.key,
