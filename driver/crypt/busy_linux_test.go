@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/guest"
 )
 
@@ -124,4 +126,52 @@ func mountOf(t *testing.T, path string) *mountinfo.Info {
 		return nil
 	}
 	return infos[len(infos)-1]
+}
+
+// TestKeyThatCannotBeDestroyed removes a crypt volume whose generated key
+// can be overwritten but not deleted (an append-only --key-dir). The
+// volume once stayed, served with a key overwritten with junk; now its
+// removal has begun and is never undone: it is out of service, and a
+// repeated Remove completes it once the cause is gone.
+func TestKeyThatCannotBeDestroyed(t *testing.T) {
+	r := newRig(t)
+	require.NoError(t, r.api.Create(&volume.CreateRequest{Name: "stuck", Options: map[string]string{"type": "crypt", "size": "32m"}}))
+	out, err := exec.Command("chattr", "+a", r.keyDir).CombinedOutput()
+	require.NoError(t, err, "chattr +a: %s", out)
+	t.Cleanup(func() { exec.Command("chattr", "-a", r.keyDir).Run() })
+
+	err = r.api.Remove(&volume.RemoveRequest{Name: "stuck"})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "docker volume rm stuck again")
+	_, err = r.api.Get(&volume.GetRequest{Name: "stuck"})
+	assert.ErrorIs(t, err, driver.ErrNotFound, "a volume whose key is overwritten is never served")
+	_, err = r.api.Mount(&volume.MountRequest{Name: "stuck", ID: "a"})
+	require.Error(t, err)
+
+	require.NoError(t, exec.Command("chattr", "-a", r.keyDir).Run())
+	require.NoError(t, r.api.Remove(&volume.RemoveRequest{Name: "stuck"}))
+	assert.NoFileExists(t, filepath.Join(r.keyDir, "stuck.key"))
+	assert.NoDirExists(t, filepath.Join(r.root, "volumes", "stuck"))
+}
+
+// TestLongestName uses a 255-byte name: NAME.key does not fit in a file
+// name, so the generated key has a shortened, hashed name.
+func TestLongestName(t *testing.T) {
+	r := newRig(t)
+	name := "c" + strings.Repeat("y", 254)
+	for range 2 {
+		require.NoError(t, r.api.Create(&volume.CreateRequest{Name: name, Options: map[string]string{"type": "crypt", "size": "32m"}}))
+		mp := r.mount(name, "a")
+		require.NoError(t, os.WriteFile(filepath.Join(mp, "f"), []byte("x"), 0o600))
+		r.unmount(name, "a")
+		keys, err := os.ReadDir(r.keyDir)
+		require.NoError(t, err)
+		require.Len(t, keys, 1)
+		assert.LessOrEqual(t, len(keys[0].Name()), 255)
+		require.NoError(t, r.api.Remove(&volume.RemoveRequest{Name: name}))
+		keys, err = os.ReadDir(r.keyDir)
+		require.NoError(t, err)
+		assert.Empty(t, keys, "the key is destroyed")
+		r.requireLocked(name)
+	}
 }
