@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -67,6 +68,8 @@ func TestKernelTmpfsSizeLimit(t *testing.T) {
 	require.NotNil(t, info, "tmpfs in /proc/self/mountinfo")
 	assert.Equal(t, "tmpfs", info.FSType)
 	assert.Contains(t, info.VFSOptions, "size=8192k")
+	assert.Contains(t, strings.Split(info.Options, ","), "nosuid", "no setuid programs from a volume")
+	assert.Contains(t, strings.Split(info.Options, ","), "nodev", "no device nodes from a volume")
 	var st unix.Statfs_t
 	require.NoError(t, unix.Statfs(res.Mountpoint, &st))
 	assert.EqualValues(t, 8<<20, st.Blocks*uint64(st.Bsize))

@@ -65,10 +65,16 @@ func (l *Local) Unmount(_ context.Context, v *Volume) error {
 // Remove has nothing to do: the driver removes the volume's directory.
 func (l *Local) Remove(context.Context, *Volume) error { return nil }
 
-// Status reports the usage of the filesystem holding the data.
+// Status reports, while mounted, the usage of the filesystem holding the
+// data: that is --root's filesystem, shared with everything else on it,
+// not the volume's own usage, and the names say so.
 func (l *Local) Status(v *Volume) map[string]any {
 	if !v.Mounted {
 		return nil
 	}
-	return Usage(v.Mountpoint)
+	u := Usage(v.Mountpoint)
+	if e, ok := u["usageError"]; ok {
+		return map[string]any{"usageError": e}
+	}
+	return map[string]any{"filesystemUsed": u["used"], "filesystemAvailable": u["available"]}
 }

@@ -178,7 +178,8 @@ func testInspect(t *testing.T, f *fixture) {
 	wantStatus(t, vol, "type", "local", "mounted", "true", "leases", "1")
 	st = volumeStatus(t, vol)
 	t.Logf("Status of a mounted volume: %v", st)
-	for _, k := range []string{"used", "available"} {
+	// A local volume's figures are those of the filesystem holding --root.
+	for _, k := range []string{"filesystemUsed", "filesystemAvailable"} {
 		if statusValue(st, k) == "" {
 			t.Errorf("Status of a mounted volume lacks %q: %v", k, st)
 		}

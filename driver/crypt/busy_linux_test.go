@@ -69,6 +69,8 @@ func testBusyLastUnmount(t *testing.T, engine, hold string) {
 	m := mountOf(t, mp)
 	require.NotNil(t, m, "Mount answers a live mount")
 	assert.Equal(t, "ext4", m.FSType)
+	assert.Contains(t, strings.Split(m.Options, ","), "nosuid", "no setuid programs from a volume")
+	assert.Contains(t, strings.Split(m.Options, ","), "nodev", "no device nodes from a volume")
 	assert.Equal(t, true, r.status(name)["mounted"])
 	got, err := os.ReadFile(filepath.Join(mp, "before"))
 	require.NoError(t, err, "the same data as before")
