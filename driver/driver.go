@@ -111,7 +111,7 @@ func New(cfg Config) (*Driver, error) {
 // Close waits for the removed volumes' directories to be deleted and
 // closes the state database. Mounted volumes stay mounted.
 func (d *Driver) Close() error {
-	d.deleting.Wait()
+	d.WaitDeleted()
 	return d.store.Close()
 }
 

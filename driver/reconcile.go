@@ -31,13 +31,18 @@ func (d *Driver) reconcile() error {
 		d.setPaths(v)
 		records[v.Name] = v
 	}
+	// What the trash holds now is what a crash cut short; the removals
+	// completed below delete their own entries.
+	leftover := d.trashEntries()
 	if err := d.sweep(records, mounts); err != nil {
 		return err
 	}
 	d.deleting.Add(1)
 	go func() {
 		defer d.deleting.Done()
-		d.emptyTrash()
+		for _, path := range leftover {
+			d.deleteTrashed(path)
+		}
 	}()
 	var changed []*Volume
 	for _, v := range vols {

@@ -181,16 +181,23 @@ func (d *Driver) trash(dir string) error {
 	return nil
 }
 
-// emptyTrash deletes what the trash holds: removals a crash cut short.
-func (d *Driver) emptyTrash() {
+// trashEntries lists what the trash holds.
+func (d *Driver) trashEntries() []string {
 	ents, err := os.ReadDir(d.trashDir())
 	if err != nil {
 		d.cfg.Log.WithError(err).Error("cannot read the trash")
 	}
-	for _, ent := range ents {
-		d.deleteTrashed(filepath.Join(d.trashDir(), ent.Name()))
+	paths := make([]string, len(ents))
+	for i, ent := range ents {
+		paths[i] = filepath.Join(d.trashDir(), ent.Name())
 	}
+	return paths
 }
+
+// WaitDeleted waits until the directories of removed volumes handed to
+// the background so far are deleted (or left, with a log line, because
+// something is mounted in them).
+func (d *Driver) WaitDeleted() { d.deleting.Wait() }
 
 // deleteTrashed deletes one entry of the trash unless something is
 // mounted in it.

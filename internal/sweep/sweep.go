@@ -79,6 +79,7 @@ func sweepOne(t *testing.T, cfg Config, typ Type, o operation) int {
 	o.setup(e)
 	e.faults.Disarm()
 	require.NoError(t, o.run(e), "%s without faults", o.name)
+	e.settle()
 	steps := e.faults.Steps()
 	o.final(e)
 	e.close()
@@ -122,6 +123,7 @@ func failStep(t *testing.T, cfg Config, typ Type, o operation, step string, nth 
 	o.setup(e)
 	e.faults.Arm(step, nth, ferr)
 	err := o.run(e)
+	e.settle()
 	fired := e.faults.Fired()
 	e.faults.Disarm()
 	if !fired {
@@ -168,6 +170,14 @@ func (e *env) start() {
 	d, err := e.cfg.New(e.t, e.dirs, e.faults, e.boot)
 	require.NoError(e.t, err)
 	e.d = d
+}
+
+// settle waits for the driver's background work (deleting removed
+// volumes' directories), whose steps count too.
+func (e *env) settle() {
+	if e.d != nil {
+		e.d.WaitDeleted()
+	}
 }
 
 // close removes everything and checks that nothing is left.
