@@ -3,6 +3,7 @@ package driver
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -102,4 +103,55 @@ func TestStartCannotCompleteARemove(t *testing.T) {
 	require.NoError(t, d.Remove(&volume.RemoveRequest{Name: "half"}), "the removal completes once the cause is gone")
 	assert.NoDirExists(t, v.Dir)
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "half"}))
+}
+
+// TestBusyLastUnmount holds a local and a tmpfs volume busy at the last
+// Unmount (a process's working directory in it, or a file open there):
+// the Unmount succeeds, the mount is detached lazily, and the next Mount
+// answers a live mount, never the bare mountpoint.
+func TestBusyLastUnmount(t *testing.T) {
+	requireRoot(t)
+	for _, typ := range []string{"local", "tmpfs"} {
+		for _, hold := range []string{"cwd", "open file"} {
+			t.Run(typ+"/"+hold, func(t *testing.T) {
+				d := kernelDriver(t, t.TempDir())
+				require.NoError(t, d.Create(&volume.CreateRequest{Name: "held", Options: map[string]string{"type": typ}}))
+				res, err := d.Mount(&volume.MountRequest{Name: "held", ID: "a"})
+				require.NoError(t, err)
+				require.NoError(t, os.WriteFile(filepath.Join(res.Mountpoint, "before"), []byte("a"), 0o600))
+				script := "echo ready; exec sleep 600"
+				if hold == "open file" {
+					script = "exec 3<before; " + script
+				}
+				sh := exec.Command("sh", "-c", script)
+				sh.Dir = res.Mountpoint
+				out, err := sh.StdoutPipe()
+				require.NoError(t, err)
+				require.NoError(t, sh.Start())
+				t.Cleanup(func() { sh.Process.Kill(); sh.Wait() })
+				_, err = out.Read(make([]byte, 6))
+				require.NoError(t, err)
+
+				require.NoError(t, d.Unmount(&volume.UnmountRequest{Name: "held", ID: "a"}))
+				assert.Nil(t, mountinfoOf(t, res.Mountpoint), "detached")
+				get, err := d.Get(&volume.GetRequest{Name: "held"})
+				require.NoError(t, err)
+				assert.Equal(t, false, get.Volume.Status["mounted"])
+
+				res, err = d.Mount(&volume.MountRequest{Name: "held", ID: "b"})
+				require.NoError(t, err)
+				require.NotNil(t, mountinfoOf(t, res.Mountpoint), "Mount answers a live mount")
+				_, err = os.Stat(filepath.Join(res.Mountpoint, "before"))
+				if typ == "local" {
+					assert.NoError(t, err, "a local volume's data is the same")
+				} else {
+					assert.ErrorIs(t, err, os.ErrNotExist, "a tmpfs is new after its last Unmount")
+				}
+				require.NoError(t, d.Unmount(&volume.UnmountRequest{Name: "held", ID: "b"}))
+				sh.Process.Kill()
+				sh.Wait()
+				require.NoError(t, d.Remove(&volume.RemoveRequest{Name: "held"}))
+			})
+		}
+	}
 }
