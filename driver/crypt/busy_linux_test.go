@@ -13,6 +13,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/guest"
@@ -138,11 +139,10 @@ func mountOf(t *testing.T, path string) *mountinfo.Info {
 func TestKeyThatCannotBeDestroyed(t *testing.T) {
 	r := newRig(t)
 	require.NoError(t, r.api.Create(&volume.CreateRequest{Name: "stuck", Options: map[string]string{"type": "crypt", "size": "32m"}}))
-	out, err := exec.Command("chattr", "+a", r.keyDir).CombinedOutput()
-	require.NoError(t, err, "chattr +a: %s", out)
-	t.Cleanup(func() { exec.Command("chattr", "-a", r.keyDir).Run() })
+	setAppendOnly(t, r.keyDir, true)
+	t.Cleanup(func() { setAppendOnly(t, r.keyDir, false) })
 
-	err = r.api.Remove(&volume.RemoveRequest{Name: "stuck"})
+	err := r.api.Remove(&volume.RemoveRequest{Name: "stuck"})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "docker volume rm stuck again")
 	_, err = r.api.Get(&volume.GetRequest{Name: "stuck"})
@@ -150,7 +150,7 @@ func TestKeyThatCannotBeDestroyed(t *testing.T) {
 	_, err = r.api.Mount(&volume.MountRequest{Name: "stuck", ID: "a"})
 	require.Error(t, err)
 
-	require.NoError(t, exec.Command("chattr", "-a", r.keyDir).Run())
+	setAppendOnly(t, r.keyDir, false)
 	require.NoError(t, r.api.Remove(&volume.RemoveRequest{Name: "stuck"}))
 	assert.NoFileExists(t, filepath.Join(r.keyDir, "stuck.key"))
 	assert.NoDirExists(t, filepath.Join(r.root, "volumes", "stuck"))
@@ -176,4 +176,24 @@ func TestLongestName(t *testing.T) {
 		assert.Empty(t, keys, "the key is destroyed")
 		r.requireLocked(name)
 	}
+}
+
+// fsAppendFL is FS_APPEND_FL of linux/fs.h.
+const fsAppendFL = 0x20
+
+// setAppendOnly sets or clears the append-only attribute of dir (chattr
+// +a): its entries can be written but not deleted, even by root.
+func setAppendOnly(t *testing.T, dir string, on bool) {
+	t.Helper()
+	f, err := os.Open(dir)
+	require.NoError(t, err)
+	defer f.Close()
+	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	require.NoError(t, err, "FS_IOC_GETFLAGS on %s", dir)
+	if on {
+		flags |= fsAppendFL
+	} else {
+		flags &^= fsAppendFL
+	}
+	require.NoError(t, unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags)), "FS_IOC_SETFLAGS on %s", dir)
 }
