@@ -20,6 +20,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/holdfast/holdfast/driver/crypt"
 	"github.com/holdfast/holdfast/internal/plugintest"
 )
 
@@ -371,14 +372,12 @@ func mountsUnder(dir string) (map[string]int, error) {
 	return out, nil
 }
 
-// mappings lists the device-mapper devices of the suites' volumes.
+// mappings lists the device-mapper devices of the suites' volumes, from
+// sysfs (a deferred close removes the /dev/mapper node before the mapping).
 func mappings() []string {
-	entries, _ := os.ReadDir("/dev/mapper")
 	var out []string
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "holdfast-"+volPrefix) {
-			out = append(out, e.Name())
-		}
+	for _, m := range crypt.Mappings("holdfast-" + volPrefix) {
+		out = append(out, m.Name)
 	}
 	return out
 }

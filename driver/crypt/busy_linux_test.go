@@ -115,8 +115,7 @@ func TestBusyRemove(t *testing.T) {
 	sh.Process.Signal(syscall.SIGKILL)
 	sh.Wait()
 	require.Eventually(t, func() bool {
-		m, _ := filepath.Glob("/dev/mapper/holdfast-held-*")
-		return len(m) == 0
+		return len(Mappings("holdfast-held-")) == 0
 	}, 10*time.Second, 20*time.Millisecond)
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -55,6 +56,40 @@ func mappingName(volume, file string) (string, error) {
 
 func mappingPath(name string) string { return "/dev/mapper/" + name }
 
+// mappingDevice returns the device node of the mapping name (/dev/dm-N),
+// or "" when there is no such mapping. It asks sysfs, not /dev/mapper:
+// without udev, a deferred close removes the /dev/mapper node at once
+// while the mapping lives on until its last user lets go.
+func mappingDevice(name string) string {
+	for _, dev := range Mappings("") {
+		if dev.Name == name {
+			return dev.Path
+		}
+	}
+	return ""
+}
+
+// Mapping is a device-mapper mapping.
+type Mapping struct {
+	Name string // its device-mapper name
+	Path string // its device node, /dev/dm-N
+}
+
+// Mappings lists the device-mapper mappings whose names start with
+// prefix, from sysfs.
+func Mappings(prefix string) []Mapping {
+	files, _ := filepath.Glob("/sys/block/dm-*/dm/name")
+	var out []Mapping
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		name := strings.TrimSpace(string(b))
+		if err == nil && strings.HasPrefix(name, prefix) {
+			out = append(out, Mapping{Name: name, Path: "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(f)))})
+		}
+	}
+	return out
+}
+
 // cryptsetup runs cryptsetup with the key on stdin, never in argv, as the
 // step "cryptsetup COMMAND".
 func (b *Backend) cryptsetup(ctx context.Context, key []byte, args ...string) error {
@@ -100,7 +135,7 @@ func (b *Backend) luksOpen(ctx context.Context, name, dev string, key []byte) (s
 // (a filesystem detached lazily, which a process still holds) is closed
 // when its last user lets go: a deferred close.
 func (b *Backend) luksClose(ctx context.Context, name string) error {
-	if _, err := os.Stat(mappingPath(name)); errors.Is(err, os.ErrNotExist) {
+	if mappingDevice(name) == "" {
 		return nil
 	}
 	err := b.cryptsetup(ctx, nil, "close", name)

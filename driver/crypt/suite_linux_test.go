@@ -127,8 +127,10 @@ func (r *rig) requireLocked(name string) {
 
 // mappings lists the device-mapper mappings of volume name.
 func (r *rig) mappings(name string) []string {
-	m, err := filepath.Glob("/dev/mapper/holdfast-" + name + "-*")
-	require.NoError(r.t, err)
+	var m []string
+	for _, dev := range Mappings("holdfast-" + name + "-") {
+		m = append(m, dev.Name)
+	}
 	return m
 }
 
