@@ -176,15 +176,14 @@ func (d *Driver) parse(raw map[string]string) (string, Backend, map[string]strin
 	rest := make(map[string]string, len(raw))
 	for k, v := range raw {
 		if k == "type" {
-			typ = v
+			typ = CanonType(v)
 			continue
 		}
 		rest[k] = v
 	}
 	b, ok := d.cfg.Backends[typ]
 	if !ok {
-		return "", nil, nil, errorf(ErrUnknownType, "unknown volume type %q: known types are %s", typ,
-			strings.Join(slices.Sorted(maps.Keys(d.cfg.Backends)), ", "))
+		return "", nil, nil, unknownType(typ, rest, slices.Sorted(maps.Keys(d.cfg.Backends)))
 	}
 	opts, err := b.Parse(rest)
 	return typ, b, opts, err

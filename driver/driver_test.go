@@ -145,12 +145,15 @@ func TestCreateBadInputLeavesNothing(t *testing.T) {
 	}{
 		{"../escape", nil, "names must be", ErrInvalidName},
 		{"x", nil, "names must be", ErrInvalidName},
-		{"vol", map[string]string{"type": "zfs"}, `unknown volume type "zfs": known types are local, tmpfs`, ErrUnknownType},
+		{"vol", map[string]string{"type": "qux"}, `unknown volume type "qux": known types are local, tmpfs`, ErrUnknownType},
+		{"vol", map[string]string{"type": "zfs"}, `type=zfs: holdfast does not mount block devices or arbitrary filesystems`, ErrUnknownType},
 		{"vol", map[string]string{"type": ""}, `unknown volume type ""`, ErrUnknownType},
-		{"vol", map[string]string{"size": "1g"}, `invalid option "size" for type=local: valid options are gid, mode, type, uid`, ErrInvalidOption},
+		{"vol", map[string]string{"size": "1g"}, `invalid option "size" for type=local: size= without a type asks Docker's local driver for a project quota`, ErrInvalidOption},
+		{"vol", map[string]string{"uidd": "1"}, `invalid option "uidd" for type=local: valid options are gid, mode, type, uid`, ErrInvalidOption},
 		{"vol", map[string]string{"type": "tmpfs", "size": "0"}, `size="0"`, ErrInvalidOption},
 		{"vol", map[string]string{"type": "tmpfs", "size": "big"}, `want a size such as 512k, 100m or 1g`, ErrInvalidOption},
-		{"vol", map[string]string{"type": "tmpfs", "o": "size=1m"}, `invalid option "o" for type=tmpfs: valid options are gid, mode, size, type, uid`, ErrInvalidOption},
+		{"vol", map[string]string{"type": "tmpfs", "o": "size=1m,huge=always"}, `invalid option o for type=tmpfs: holdfast does not take huge here`, ErrInvalidOption},
+		{"vol", map[string]string{"type": "tmpfs", "sise": "1m"}, `invalid option "sise" for type=tmpfs: valid options are device, gid, mode, noexec, nr_inodes, o, ro, size, type, uid`, ErrInvalidOption},
 		{"vol", map[string]string{"uid": "root"}, `uid="root": want a numeric user id`, ErrInvalidOption},
 	}
 	for _, tt := range tests {

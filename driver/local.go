@@ -23,8 +23,18 @@ type Local struct {
 // localMode is the mode of a local volume's root, as Docker's _data.
 const localMode = 0o755
 
-// Parse accepts uid, gid and mode.
+// Parse accepts uid, gid and mode. Of Docker's local driver forms, the
+// one without options is this type; size= (a project quota there) and
+// device= or o= without a type are refused with what to write instead.
 func (l *Local) Parse(raw map[string]string) (map[string]string, error) {
+	if _, ok := raw["size"]; ok {
+		return nil, fmt.Errorf("%w \"size\" for type=local: %s", ErrInvalidOption, quotaUnsupported)
+	}
+	for _, k := range []string{"device", "o"} {
+		if _, ok := raw[k]; ok {
+			return nil, fmt.Errorf("%w %q for type=local: device= and o= go with a type, as with Docker's local driver (missing required option: \"type\"): type=tmpfs device=tmpfs o=size=…, type=none o=bind device=/path, or type=nfs o=addr=… device=:/path", ErrInvalidOption, k)
+		}
+	}
 	return ParseOptions("local", raw, []Option{OptUID, OptGID, OptMode})
 }
 

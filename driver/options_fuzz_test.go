@@ -31,6 +31,7 @@ func FuzzParseOptions(f *testing.F) {
 	backends := map[string]driver.Backend{
 		"local":      &driver.Local{Mounter: m},
 		"tmpfs":      &driver.Tmpfs{Mounter: m, DefaultSize: "64m"},
+		"bind":       &driver.Bind{Mounter: m},
 		"crypt":      &crypt.Backend{Mounter: m, KeyDir: filepath.Join(f.TempDir(), "keys")},
 		nfs.TypeNFS:  nfs.New(m, 0, nil),
 		nfs.TypeNFS4: &nfs.Backend{Mounter: m, Type: nfs.TypeNFS4},
@@ -93,7 +94,7 @@ func splitType(raw map[string]string) (string, map[string]string) {
 	if !ok {
 		name = driver.DefaultType
 	}
-	return name, rest
+	return driver.CanonType(name), rest
 }
 
 // checkSecretsHidden parses rest with the values of secret-looking

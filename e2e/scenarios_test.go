@@ -31,6 +31,7 @@ var scenarios = []scenario{
 	{"tmpfs", testTmpfs},
 	{"crypt", testCrypt},
 	{"nfs", testNFS},
+	{"dropin", testDropin},
 	{"plugin-restart", testPluginRestart},
 	{"plugin-restart-shared", testPluginRestartShared},
 	{"dockerd-restart", testDockerdRestart},

@@ -1,4 +1,4 @@
-// Command holdfast is a Docker volume plugin: local, tmpfs, nfs and
+// Command holdfast is a Docker volume plugin: local, tmpfs, bind, nfs and
 // encrypted volumes served over Docker's volume plugin protocol.
 package main
 
@@ -272,8 +272,10 @@ func run(c *config) error {
 		Mounter:   mounter,
 		Log:       log,
 		Backends: map[string]driver.Backend{
-			"local":     &driver.Local{Mounter: mounter},
-			"tmpfs":     &driver.Tmpfs{Mounter: mounter, DefaultSize: c.tmpfsSize},
+			"local": &driver.Local{Mounter: mounter},
+			"tmpfs": &driver.Tmpfs{Mounter: mounter, DefaultSize: c.tmpfsSize},
+			driver.TypeBind: &driver.Bind{Mounter: mounter, Private: map[string]string{
+				"--root": resolvePath(c.root), "--mount-root": resolvePath(c.mountRoot), "--key-dir": resolvePath(c.keyDir)}},
 			"crypt":     &crypt.Backend{Mounter: mounter, KeyDir: c.keyDir},
 			nfs.TypeNFS: nfs.New(mounter, c.nfsTimeout, log.WithField("type", nfs.TypeNFS)),
 			nfs.TypeNFS4: &nfs.Backend{Mounter: mounter, Timeout: c.nfsTimeout, Type: nfs.TypeNFS4,
