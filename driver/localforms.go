@@ -40,7 +40,11 @@ func unknownType(typ string, raw map[string]string, known []string) error {
 	case slices.Contains(cifsTypes, typ):
 		return errorf(ErrUnknownType, "type=%s: CIFS/SMB volumes are not supported by holdfast; use --driver local (driver: local in compose), which mounts them with the same options", typ)
 	case strings.HasPrefix(raw["device"], "/dev/") || slices.Contains(deviceFilesystems, typ):
-		return errorf(ErrUnknownType, "type=%s: holdfast does not mount block devices or arbitrary filesystems (device=%s); use --driver local (driver: local in compose) for that, or type=crypt for an encrypted filesystem holdfast makes and manages", typ, raw["device"])
+		device := ""
+		if raw["device"] != "" {
+			device = " (device=" + raw["device"] + ")"
+		}
+		return errorf(ErrUnknownType, "type=%s: holdfast does not mount block devices or arbitrary filesystems%s; use --driver local (driver: local in compose) for that, or type=crypt for an encrypted filesystem holdfast makes and manages; known types are %s", typ, device, strings.Join(known, ", "))
 	}
 	return errorf(ErrUnknownType, "unknown volume type %q: known types are %s (and type=none for a bind mount, as with Docker's local driver)", typ, strings.Join(known, ", "))
 }

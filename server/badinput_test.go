@@ -238,10 +238,11 @@ func badInputCases() []badInputCase {
 		{name: "nfs share and device", body: create("new1", opts{"type": "nfs", "share": "nas:/x", "device": ":/x"}), errPart: "not both"},
 
 		// Types and options.
-		{name: "unknown type", body: create("new1", opts{"type": "zfs"}), errPart: `unknown volume type "zfs": known types are crypt, local, nfs, nfs4, tmpfs`},
+		{name: "unknown type", body: create("new1", opts{"type": "zfs"}), errPart: `type=zfs: holdfast does not mount block devices or arbitrary filesystems; use --driver local`},
 		{name: "empty type", body: create("new1", opts{"type": ""}), errPart: `unknown volume type "": known types are`},
 		{name: "unknown option for local", body: create("new1", opts{"colour": "red"}), errPart: `invalid option "colour" for type=local: valid options are gid, mode, type, uid`},
-		{name: "docker-local option o for tmpfs", body: create("new1", opts{"type": "tmpfs", "o": "size=1m"}), errPart: `invalid option "o" for type=tmpfs: valid options are gid, mode, size, type, uid`},
+		{name: "unknown word in o for tmpfs", body: create("new1", opts{"type": "tmpfs", "o": "size=1m,huge=always"}), errPart: `huge`},
+		{name: "size twice in tmpfs", body: create("new1", opts{"type": "tmpfs", "size": "2m", "o": "size=1m"}), errPart: `twice`},
 		{name: "crypt keyfile outside key dir", body: create("new1", opts{"type": "crypt", "size": "64m", "keyfile": "../../etc/shadow"}), errPart: "a file name inside --key-dir, without any /"},
 		{name: "crypt keyfile .key", body: create("new1", opts{"type": "crypt", "size": "64m", "keyfile": "vault.key"}), errPart: "reserved for keys holdfast generates"},
 
