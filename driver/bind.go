@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,9 @@ type Bind struct {
 	// sets them (--root, --mount-root, --key-dir): holdfast's state, other
 	// volumes and keys. Paths with symlinks resolved.
 	Private map[string]string
+	// Allowed are the directories below which bind volumes may be
+	// (--bind-paths); none: no bind volumes at all.
+	Allowed []string
 }
 
 // Parse accepts device=/path (required) with uid, gid, mode, ro and rbind,
@@ -89,6 +93,9 @@ func canonAbs(s string) (string, error) {
 // does not exist, is not a directory, or overlaps one of Private. It
 // returns the resolved path.
 func (b *Bind) checkSource(dir string) (string, error) {
+	if len(b.Allowed) == 0 {
+		return "", fmt.Errorf("%w device=%s for type=%s: bind volumes are off here (--bind-paths is empty, as in the managed plugin, which sees no host directories but its own state and keys); use the legacy daemon (plugin/holdfast.service) for bind volumes", ErrInvalidOption, dir, TypeBind)
+	}
 	real, err := filepath.EvalSymlinks(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("%w device=%s for type=%s: bind source path does not exist: %s; the path must exist: create it first (holdfast never creates it)", ErrInvalidOption, dir, TypeBind, dir)
@@ -106,6 +113,9 @@ func (b *Bind) checkSource(dir string) (string, error) {
 	}
 	if !fi.IsDir() {
 		return "", fmt.Errorf("%w device=%s for type=%s: not a directory%s; a volume is a directory", ErrInvalidOption, dir, TypeBind, via)
+	}
+	if !slices.ContainsFunc(b.Allowed, func(a string) bool { return real == a || a == "/" || within(real, a) }) {
+		return "", fmt.Errorf("%w device=%s for type=%s: %s is not below a directory of --bind-paths (%s)%s; add its parent there or bind another directory", ErrInvalidOption, dir, TypeBind, real, strings.Join(b.Allowed, ", "), via)
 	}
 	for _, flag := range slices.Sorted(maps.Keys(b.Private)) {
 		priv := b.Private[flag]

@@ -25,7 +25,7 @@ func formsKernelDriver(t *testing.T) (*Driver, string) {
 		Mounter: m, Log: log,
 		Backends: map[string]Backend{
 			"tmpfs":  &Tmpfs{Mounter: m, DefaultSize: "64m"},
-			TypeBind: &Bind{Mounter: m, Private: map[string]string{"--root": root}},
+			TypeBind: &Bind{Mounter: m, Allowed: []string{"/"}, Private: map[string]string{"--root": root}},
 		},
 	})
 	require.NoError(t, err)

@@ -52,7 +52,7 @@ func formsDriver(t *testing.T) (*driver.Driver, map[string]driver.Backend) {
 	backends := map[string]driver.Backend{
 		"local":      &driver.Local{Mounter: m},
 		"tmpfs":      &driver.Tmpfs{Mounter: m, DefaultSize: "64m"},
-		"bind":       &driver.Bind{Mounter: m, Private: map[string]string{"--root": filepath.Join(dir, "root")}},
+		"bind":       &driver.Bind{Mounter: m, Allowed: []string{"/"}, Private: map[string]string{"--root": filepath.Join(dir, "root")}},
 		nfs.TypeNFS:  nfs.New(m, 0, nil),
 		nfs.TypeNFS4: &nfs.Backend{Mounter: m, Type: nfs.TypeNFS4},
 	}
@@ -163,7 +163,7 @@ func TestBindRefusesPrivatePaths(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(root, "volumes", "x"), 0o700))
 	require.NoError(t, os.Symlink(filepath.Join(root, "volumes"), filepath.Join(base, "link")))
 	require.NoError(t, os.WriteFile(filepath.Join(base, "file"), nil, 0o600))
-	b := &driver.Bind{Private: map[string]string{"--root": root}}
+	b := &driver.Bind{Allowed: []string{"/"}, Private: map[string]string{"--root": root}}
 	for dev, want := range map[string]string{
 		root:                             "it is inside --root " + root,
 		filepath.Join(root, "volumes"):   "it is inside --root",
@@ -183,4 +183,19 @@ func TestBindRefusesPrivatePaths(t *testing.T) {
 	got, err := b.Parse(map[string]string{"device": ok + "/"})
 	require.NoError(t, err)
 	assert.Equal(t, map[string]string{"device": ok}, got)
+
+	// --bind-paths: only below the directories it names; none in the
+	// managed plugin.
+	other := filepath.Join(base, "other")
+	require.NoError(t, os.Mkdir(other, 0o755))
+	b.Allowed = []string{ok}
+	_, err = b.Parse(map[string]string{"device": other})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "is not below a directory of --bind-paths ("+ok+")")
+	_, err = b.Parse(map[string]string{"device": ok})
+	require.NoError(t, err)
+	b.Allowed = nil
+	_, err = b.Parse(map[string]string{"device": ok})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "bind volumes are off here (--bind-paths is empty")
 }

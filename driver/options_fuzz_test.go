@@ -31,7 +31,7 @@ func FuzzParseOptions(f *testing.F) {
 	backends := map[string]driver.Backend{
 		"local":      &driver.Local{Mounter: m},
 		"tmpfs":      &driver.Tmpfs{Mounter: m, DefaultSize: "64m"},
-		"bind":       &driver.Bind{Mounter: m},
+		"bind":       &driver.Bind{Mounter: m, Allowed: []string{"/"}},
 		"crypt":      &crypt.Backend{Mounter: m, KeyDir: filepath.Join(f.TempDir(), "keys")},
 		nfs.TypeNFS:  nfs.New(m, 0, nil),
 		nfs.TypeNFS4: &nfs.Backend{Mounter: m, Type: nfs.TypeNFS4},

@@ -31,7 +31,7 @@ var version = "dev"
 type config struct {
 	socket, socketGroup, root, mountRoot string
 	scope, logLevel, logFormat           string
-	tmpfsSize, keyDir                    string
+	tmpfsSize, keyDir, bindPaths         string
 	nfsTimeout                           time.Duration
 	showVersion                          bool
 }
@@ -72,6 +72,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&c.tmpfsSize, "tmpfs-size", "64m", "default `size` of tmpfs volumes, in Docker's size syntax (512k, 100m, 1g)")
+	fs.StringVar(&c.bindPaths, "bind-paths", "/", "comma-separated host `directories` below which bind volumes (type=none o=bind device=PATH) may be; empty: no bind volumes (the managed plugin, which sees no host paths)")
 	fs.StringVar(&c.keyDir, "key-dir", "/etc/holdfast/keys", "`directory` of crypt volume keys (0700); never inside --root or --mount-root, so a copy of the data carries no keys")
 	fs.DurationVar(&c.nfsTimeout, "nfs-timeout", nfs.DefaultTimeout, "`duration` bounding each NFS mount and unmount (name lookup and every version tried), 1s to 100s: inside dockerd's 2-minute limit")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
@@ -219,6 +220,17 @@ func resolveFrom(p string, hops int) string {
 	}
 }
 
+// bindPaths splits --bind-paths into cleaned directories.
+func bindPaths(list string) []string {
+	var out []string
+	for _, p := range strings.Split(list, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, resolvePath(filepath.Clean(p)))
+		}
+	}
+	return out
+}
+
 func newLogger(c *config) *logrus.Logger {
 	log := logrus.New()
 	// stdout: dockerd logs a managed plugin's stderr as errors.
@@ -274,7 +286,7 @@ func run(c *config) error {
 		Backends: map[string]driver.Backend{
 			"local": &driver.Local{Mounter: mounter},
 			"tmpfs": &driver.Tmpfs{Mounter: mounter, DefaultSize: c.tmpfsSize},
-			driver.TypeBind: &driver.Bind{Mounter: mounter, Private: map[string]string{
+			driver.TypeBind: &driver.Bind{Mounter: mounter, Allowed: bindPaths(c.bindPaths), Private: map[string]string{
 				"--root": resolvePath(c.root), "--mount-root": resolvePath(c.mountRoot), "--key-dir": resolvePath(c.keyDir)}},
 			"crypt":     &crypt.Backend{Mounter: mounter, KeyDir: c.keyDir},
 			nfs.TypeNFS: nfs.New(mounter, c.nfsTimeout, log.WithField("type", nfs.TypeNFS)),
