@@ -198,7 +198,7 @@ func (d *Driver) finish(v *Volume, op string, mounted bool) error {
 			return err
 		}
 	}
-	return d.completeRemove(ctx, b, v)
+	return d.completeRemove(ctx, b, v, false)
 }
 
 // undoIntent turns the create intent in v's directory into a durable
