@@ -35,7 +35,7 @@ deps:
 # unit tests and the privileged integration tests on the host (as root),
 # with the race detector.
 unit: deps
-	@hack/deps.sh gcc libc6-dev
+	@hack/deps.sh gcc libc6-dev strace
 	$(GO) test -race -count=1 ./...
 
 # in the guest: LUKS2 through real dm-crypt, NFS through the kernel client.

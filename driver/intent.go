@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // A volume's directory holds a copy of its record in a file whose name
@@ -138,8 +140,10 @@ func (d *Driver) syncDir(dir string) error {
 func readIntent(dir string) (*intent, error) {
 	// A temporary file is one a kill kept from being renamed into place:
 	// that request had not begun.
-	if err := dropFile(filepath.Join(dir, intentTemp)); err != nil {
-		return nil, err
+	// unlink(2) alone: os.Remove would try rmdir(2) too when the file is
+	// missing, as it is in nearly every directory.
+	if err := unix.Unlink(filepath.Join(dir, intentTemp)); err != nil && !errors.Is(err, unix.ENOENT) {
+		return nil, &os.PathError{Op: "remove", Path: filepath.Join(dir, intentTemp), Err: err}
 	}
 	for _, f := range []struct{ file, op string }{{removingFile, intentRemove}, {creatingFile, intentCreate}, {legacyIntent, ""}} {
 		in, err := readIntentFile(filepath.Join(dir, f.file))

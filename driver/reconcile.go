@@ -7,6 +7,8 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
 )
@@ -90,10 +92,11 @@ func (d *Driver) sweep(records map[string]*Volume, mounts map[string]string) err
 	if err != nil {
 		return fmt.Errorf("read %s: %w", dir, err)
 	}
-	for _, ent := range ents {
+	intents := readIntents(dir, ents)
+	for i, ent := range ents {
 		name := ent.Name()
 		log := d.cfg.Log.WithField("volume", name)
-		in, err := readIntent(filepath.Join(dir, name))
+		in, err := intents[i].in, intents[i].err
 		if err != nil {
 			log.WithError(err).Error("left in place; inspect it by hand")
 			continue
@@ -122,6 +125,33 @@ func (d *Driver) sweep(records map[string]*Volume, mounts map[string]string) err
 		}
 	}
 	return nil
+}
+
+type intentOf struct {
+	in  *intent
+	err error
+}
+
+// readIntents reads the intent of each volume directory in dir, from a
+// few goroutines: start-up reads every volume's directory, and the four
+// lookups each takes are what start-up with many volumes spends its time
+// on.
+func readIntents(dir string, ents []os.DirEntry) []intentOf {
+	res := make([]intentOf, len(ents))
+	workers := min(8, len(ents))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(ents); i = int(next.Add(1) - 1) {
+				res[i].in, res[i].err = readIntent(filepath.Join(dir, ents[i].Name()))
+			}
+		}()
+	}
+	wg.Wait()
+	return res
 }
 
 // clearUnowned deletes an empty directory no record owns: a Create that
@@ -173,7 +203,7 @@ func (d *Driver) finish(v *Volume, op string, mounted bool) error {
 			return err
 		}
 	}
-	return d.completeRemove(ctx, b, v)
+	return d.completeRemove(ctx, b, v, false)
 }
 
 // undoIntent turns the create intent in v's directory into a durable
@@ -218,7 +248,11 @@ func (d *Driver) adopt(v *Volume, mounted bool, log logrus.FieldLogger) bool {
 	if !v.Mounted && len(v.Leases) == 0 {
 		d.recover(v, log)
 	}
-	return v.Mounted != before.Mounted || v.BootID != before.BootID || !maps.Equal(v.Leases, before.Leases)
+	// A record's boot id matters only while it has leases or a mount: an
+	// idle volume's record is left as it is, so a start after a reboot
+	// rewrites only the volumes that were in use.
+	return v.Mounted != before.Mounted || !maps.Equal(v.Leases, before.Leases) ||
+		(v.BootID != before.BootID && (v.Mounted || len(v.Leases) > 0))
 }
 
 func (d *Driver) unmountLeftover(v *Volume) error {

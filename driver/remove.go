@@ -57,7 +57,10 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	}
 	v.Phase = PhaseRemoving
 	d.setRecord(e, v.clone())
-	if err := d.completeRemove(ctx, b, v); err != nil {
+	// readyToRemove checked the directory under the op lock a moment ago:
+	// the mount table is not read again before the move to the trash, and
+	// deleteTrashed reads it before deleting anything.
+	if err := d.completeRemove(ctx, b, v, true); err != nil {
 		return fmt.Errorf("remove %s: %w; the removal has begun and cannot be undone: run docker volume rm %s again to complete it (holdfast also completes it at its next start)", v.Name, err, v.Name)
 	}
 	d.forget(v.Name, e)
@@ -81,13 +84,14 @@ func (d *Driver) readyToRemove(ctx context.Context, b Backend, v *Volume) error 
 func (d *Driver) retryRemove(v *Volume) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
 	defer cancel()
-	return d.completeRemove(ctx, d.cfg.Backends[v.Type], v)
+	return d.completeRemove(ctx, d.cfg.Backends[v.Type], v, false)
 }
 
 // completeRemove removes v, whose remove intent is durable: the backend's
 // storage (a generated key is destroyed), the record, then the directory.
-// Each step is done again harmlessly when it was done before.
-func (d *Driver) completeRemove(ctx context.Context, b Backend, v *Volume) error {
+// Each step is done again harmlessly when it was done before. checked
+// says the caller has just checked v's directory (checkRemovable).
+func (d *Driver) completeRemove(ctx context.Context, b Backend, v *Volume, checked bool) error {
 	if b != nil {
 		if err := b.Remove(ctx, v); err != nil {
 			return err
@@ -95,6 +99,13 @@ func (d *Driver) completeRemove(ctx context.Context, b Backend, v *Volume) error
 	}
 	if err := d.store.Delete(v.Name); err != nil {
 		return err
+	}
+	if checked {
+		if err := d.trash(v.Dir); err != nil {
+			return err
+		}
+		d.removeMountpoint(v)
+		return nil
 	}
 	return d.discard(ctx, nil, v)
 }

@@ -32,12 +32,19 @@ func Control(p *Plugin, cycles, volumes int) ([]Row, error) {
 	}
 	rows = append(rows, atMost(Row{ID: "B5", Name: fmt.Sprintf("plugin RSS, %d volumes", volumes),
 		Value: float64(rss) / (1 << 20), Unit: "MiB"}, 64, "< 64 MiB"))
-	start, err := startup(p, 5)
+	same, err := startup(p, 5, false)
 	if err != nil {
 		return nil, err
 	}
-	return append(rows, atMost(Row{ID: "B3", Name: fmt.Sprintf("start-up to first answer, %d volumes (median of 5)", volumes),
-		Value: ms(start), Unit: "ms"}, 1000, "< 1 s")), nil
+	reboot, err := startup(p, 5, true)
+	if err != nil {
+		return nil, err
+	}
+	return append(rows,
+		atMost(Row{ID: "B3", Name: fmt.Sprintf("start-up to first answer, %d volumes, same boot (median of 5)", volumes),
+			Value: ms(same), Unit: "ms"}, 1000, "< 1 s"),
+		atMost(Row{ID: "B3", Name: fmt.Sprintf("start-up to first answer, %d volumes in use, after a reboot (median of 5)", volumes),
+			Value: ms(reboot), Unit: "ms"}, 1000, "< 1 s")), nil
 }
 
 // cyclesRows runs Create/Mount/Unmount/Remove of local volumes.
@@ -129,12 +136,19 @@ func readRows(p *Plugin, n int) ([]Row, error) {
 }
 
 // startup restarts the plugin (SIGTERM, as dockerd stops it) rounds times
-// and returns the median time until the socket answered.
-func startup(p *Plugin, rounds int) (time.Duration, error) {
+// and returns the median time until the socket answered. With reboot, the
+// state is made to look as if the machine had rebooted while every volume
+// was in use before each start (simulateReboot).
+func startup(p *Plugin, rounds int, reboot bool) (time.Duration, error) {
 	var d durations
 	for range rounds {
 		if err := p.Stop(); err != nil {
 			return 0, err
+		}
+		if reboot {
+			if err := simulateReboot(p.Dir); err != nil {
+				return 0, err
+			}
 		}
 		t, err := p.Start()
 		if err != nil {

@@ -98,7 +98,16 @@ func dockerSuite(c Config, dir string) ([]Row, error) {
 	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
 		return nil, err
 	}
-	return withPlugin(c.Bin, dir, sock, func(*Plugin) ([]Row, error) { return Docker(e, c.DockerDriver, c.Pairs) })
+	floorName := c.DockerDriver + "-floor"
+	floor, err := StartFloor(filepath.Join(dir, "floor"), filepath.Join("/run/docker/plugins", floorName+".sock"))
+	if err != nil {
+		return nil, err
+	}
+	rows, err := withPlugin(c.Bin, dir, sock, func(*Plugin) ([]Row, error) { return Docker(e, c.DockerDriver, floorName, c.Pairs) })
+	if ferr := floor.Stop(); err == nil {
+		err = ferr
+	}
+	return rows, err
 }
 
 // withPlugin runs fn against a holdfast started in dir, then removes every
