@@ -37,7 +37,7 @@ type Config struct {
 func Full() Config {
 	return Config{
 		Cycles: 2000, Volumes: 10000, Pairs: 200,
-		Data:        DataSizes{Seq: 1 << 30, RandFile: 256 << 20, Rand: 20000, Reps: 6, CryptReps: 2},
+		Data:        DataSizes{File: 256 << 20, CryptFile: 64 << 20, Runtime: 2 * time.Second, Pairs: 6},
 		CeilingTime: time.Second,
 		DockerSock:  "/var/run/docker.sock", DockerDriver: "holdfast-bench",
 	}
@@ -47,7 +47,7 @@ func Full() Config {
 func Quick() Config {
 	return Config{
 		Cycles: 20, Volumes: 200, Pairs: 5,
-		Data:         DataSizes{Seq: 8 << 20, RandFile: 4 << 20, Rand: 200, Reps: 2, CryptReps: 2},
+		Data:         DataSizes{File: 8 << 20, CryptFile: 8 << 20, Runtime: 200 * time.Millisecond, Pairs: 2},
 		CeilingTime:  50 * time.Millisecond,
 		DockerDriver: "holdfast-bench",
 	}
@@ -61,7 +61,7 @@ func Run(c Config, progress func(string)) *Report {
 		name string
 		run  func(dir string) ([]Row, error)
 	}{
-		{"ceilings", func(dir string) ([]Row, error) { return Ceilings(c.Bin, dir, c.Data.Seq, c.CeilingTime) }},
+		{"ceilings", func(dir string) ([]Row, error) { return Ceilings(c.Bin, dir, c.Data.File, c.CeilingTime) }},
 		{"control", func(dir string) ([]Row, error) {
 			return withPlugin(c.Bin, dir, "", func(p *Plugin) ([]Row, error) { return Control(p, c.Cycles, c.Volumes) })
 		}},
