@@ -125,6 +125,8 @@ type Paired struct {
 	CIHigh  float64 `json:"ci_high"`
 	CILevel float64 `json:"ci_level"`
 	N       int     `json:"n"`
+	// Goal is the ratio the target asks for, 0 when there is none.
+	Goal float64 `json:"target_ratio,omitempty"`
 	// Verdict is Met, Missed or Unsteady when the row has a target.
 	Verdict string  `json:"verdict,omitempty"`
 	Samples Samples `json:"samples"`
@@ -157,7 +159,7 @@ func (p *Paired) Interval(median float64) Interval {
 // pairedAtLeast sets a paired row's target "ratio >= min" and its verdict
 // from the interval: met only when the lower bound meets it.
 func pairedAtLeast(row Row, min float64) Row {
-	row.Target = fmt.Sprintf("ratio >= %.2f", min)
+	row.Target, row.Goal = fmt.Sprintf("ratio >= %.2f", min), min
 	row.Verdict = row.Paired.Interval(*row.Ratio).VerdictAtLeast(min)
 	row.Met = ptr(row.Verdict == Met)
 	return row

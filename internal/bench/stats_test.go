@@ -3,6 +3,8 @@ package bench
 import (
 	"encoding/json"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -95,4 +97,23 @@ func TestPairedRow(t *testing.T) {
 	require.NoError(t, r.WriteTable(&out))
 	assert.Contains(t, out.String(), "1.000 [0.900, 1.100]  ratio >= 0.97  UNSTABLE")
 	assert.Contains(t, out.String(), "1.000 [0.990, 1.010]  ratio >= 0.97  yes")
+}
+
+func TestWriteChart(t *testing.T) {
+	base := []float64{100, 100, 100, 100, 100, 100}
+	r := &Report{}
+	r.Add(pairedAtLeast(pairedRow("B4", "met", []float64{99, 100, 101, 100, 100, 100}, base, "MiB/s"), 0.97),
+		pairedAtLeast(pairedRow("B4", "missed", []float64{20, 21, 22, 21, 21, 21}, base, "MiB/s"), 0.8),
+		pairedAtLeast(pairedRow("B4", "unstable", []float64{80, 100, 120, 100, 100, 100}, base, "MiB/s"), 0.97),
+		Row{ID: "B1", Name: "not paired", Value: 1})
+	for _, ext := range []string{"svg", "png"} {
+		path := filepath.Join(t.TempDir(), "c."+ext)
+		require.NoError(t, r.WriteChart(path))
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		assert.Greater(t, len(b), 1000, ext)
+	}
+	path := filepath.Join(t.TempDir(), "none.svg")
+	require.NoError(t, (&Report{}).WriteChart(path))
+	assert.NoFileExists(t, path)
 }
