@@ -4,6 +4,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -21,9 +22,17 @@ func main() {
 	out := flag.String("out", "bin/bench.json", "where to write the JSON report")
 	chart := flag.String("chart", "bin/bench.svg", `where to draw the ratios and their intervals (.svg, .png or .pdf); "" for none`)
 	quick := flag.Bool("quick", false, "a small workload that checks every suite runs")
-	docker := flag.String("docker", c.DockerSock, `dockerd's socket for B2; "" skips it`)
-	only := flag.String("only", "", "comma-separated suites to run: ceilings, control (B1, B3, B5), docker (B2), data (B4); default all")
+	docker := flag.String("docker", c.DockerSock, `dockerd's socket for B2 and pgbench; "" skips them`)
+	only := flag.String("only", "", "comma-separated suites to run: ceilings, control (B1, B3, B5), docker (B2), data (B4), pgbench (DB); default all")
+	replot := flag.String("replot", "", "draw -chart from this JSON report instead of measuring")
 	flag.Parse()
+	if *replot != "" {
+		if err := redraw(*replot, *chart); err != nil {
+			fmt.Fprintln(os.Stderr, "holdfast-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *quick {
 		c = bench.Quick()
 	}
@@ -65,4 +74,17 @@ func run(c bench.Config, bin, dir, out, chart string) error {
 		return fmt.Errorf("%d suites failed", len(r.Errors))
 	}
 	return nil
+}
+
+// redraw draws the chart of an earlier run from its JSON report.
+func redraw(report, chart string) error {
+	b, err := os.ReadFile(report)
+	if err != nil {
+		return err
+	}
+	var r bench.Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", report, err)
+	}
+	return r.WriteChart(chart)
 }

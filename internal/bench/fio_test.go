@@ -32,3 +32,11 @@ func TestParseFio(t *testing.T) {
 	_, err = parseFio([]byte(`fio: pid=1, err=2/file:filesetup.c`))
 	assert.Error(t, err)
 }
+
+func TestParseTPS(t *testing.T) {
+	tps, err := parseTPS([]byte("latency average = 4.1 ms\ninitial connection time = 9.5 ms\ntps = 971.326813 (without initial connection time)\n"))
+	require.NoError(t, err)
+	assert.Equal(t, 971.326813, tps)
+	_, err = parseTPS([]byte("pgbench: error: connection failed"))
+	assert.Error(t, err)
+}
