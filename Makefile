@@ -61,6 +61,7 @@ plugin-enable: build
 # table on stdout, the same as JSON in bin/bench.json), then the crypt
 # benchmarks in the guest, where LUKS2 runs.
 bench: deps build
+	@hack/deps.sh fio postgresql
 	@hack/docker.sh engine
 	$(GO) run ./cmd/holdfast-bench -bin $(BIN) -out bin/bench.json
 	@echo "bench: restarting dockerd, which keeps B2's legacy driver until it restarts (docker volume ls would wait 15 s for it)"

@@ -4,11 +4,13 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/holdfast/holdfast/internal/bench"
 )
@@ -18,10 +20,19 @@ func main() {
 	bin := flag.String("bin", "bin/holdfast", "holdfast binary to measure")
 	dir := flag.String("dir", "/var/tmp/holdfast-bench", "work directory, on the disk to measure; removed at the end")
 	out := flag.String("out", "bin/bench.json", "where to write the JSON report")
+	chart := flag.String("chart", "bin/bench.svg", `where to draw the ratios and their intervals (.svg, .png or .pdf); "" for none`)
 	quick := flag.Bool("quick", false, "a small workload that checks every suite runs")
-	docker := flag.String("docker", c.DockerSock, `dockerd's socket for B2; "" skips it`)
-	only := flag.String("only", "", "comma-separated suites to run: ceilings, control (B1, B3, B5), docker (B2), data (B4); default all")
+	docker := flag.String("docker", c.DockerSock, `dockerd's socket for B2 and pgbench; "" skips them`)
+	only := flag.String("only", "", "comma-separated suites to run: ceilings, control (B1, B3, B5), docker (B2), data (B4), pgbench (DB); default all")
+	replot := flag.String("replot", "", "draw -chart from this JSON report instead of measuring")
 	flag.Parse()
+	if *replot != "" {
+		if err := redraw(*replot, *chart); err != nil {
+			fmt.Fprintln(os.Stderr, "holdfast-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *quick {
 		c = bench.Quick()
 	}
@@ -29,13 +40,13 @@ func main() {
 	if *only != "" {
 		c.Only = strings.Split(*only, ",")
 	}
-	if err := run(c, *bin, *dir, *out); err != nil {
+	if err := run(c, *bin, *dir, *out, *chart); err != nil {
 		fmt.Fprintln(os.Stderr, "holdfast-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(c bench.Config, bin, dir, out string) error {
+func run(c bench.Config, bin, dir, out, chart string) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("run as root: the benchmarks mount filesystems and drop the page cache")
 	}
@@ -52,8 +63,28 @@ func run(c bench.Config, bin, dir, out string) error {
 		return err
 	}
 	fmt.Fprintln(os.Stderr, "holdfast-bench: JSON report in", out)
+	if chart != "" {
+		if err := r.WriteChart(chart); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr, "holdfast-bench: chart in", chart)
+	}
+	fmt.Fprintf(os.Stderr, "holdfast-bench: took %s\n", time.Since(r.Started).Round(time.Second))
 	if len(r.Errors) > 0 {
 		return fmt.Errorf("%d suites failed", len(r.Errors))
 	}
 	return nil
+}
+
+// redraw draws the chart of an earlier run from its JSON report.
+func redraw(report, chart string) error {
+	b, err := os.ReadFile(report)
+	if err != nil {
+		return err
+	}
+	var r bench.Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", report, err)
+	}
+	return r.WriteChart(chart)
 }

@@ -13,15 +13,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DataSizes sets the data path workload: Seq bytes written then read in
-// 1 MiB blocks, and Rand 4 KiB writes at random offsets of a RandFile-byte
-// file, Reps times on each side (CryptReps for crypt), in pairs whose
-// order alternates: keep them even.
+// DataSizes sets the data path workload (B4): fio's measures on a File
+// byte file (CryptFile for crypt, whose cipher may run at tens of MiB/s),
+// the random ones for Runtime each, on holdfast and on each of its
+// baselines in turn, Pairs times.
 type DataSizes struct {
-	Seq, RandFile int64
-	Rand, Reps    int
-	// CryptReps is Reps for crypt, whose runs take minutes.
-	CryptReps int
+	File, CryptFile int64
+	Runtime         time.Duration
+	Pairs           int
 }
 
 // target is somewhere to run the workload: a mounted directory.
@@ -30,62 +29,97 @@ type target struct {
 	setup func() (dir string, teardown func() error, err error)
 }
 
-// Data measures the data path of tmpfs, local and crypt volumes against
-// the same backend without holdfast (B4). The two sides of a pair take
-// turns, first one then the other, so both see the same machine.
-func Data(p *Plugin, sz DataSizes) ([]Row, error) {
-	size := fmt.Sprint(sz.Seq + sz.RandFile + 128<<20)
-	pairs := []struct {
-		kind     string
-		min      float64
-		reps     int
-		hf, base target
-	}{
-		{"tmpfs", 0.97, sz.Reps, volumeTarget(p, "bench-tmpfs", map[string]string{"type": "tmpfs", "size": size}),
-			target{"raw tmpfs", func() (string, func() error, error) { return rawTmpfs(p.Dir, size) }}},
-		{"local", 0.97, sz.Reps, volumeTarget(p, "bench-local", nil),
-			target{"plain directory", func() (string, func() error, error) { return plainDir(p.Dir) }}},
-		{"crypt", 0.8, sz.CryptReps, volumeTarget(p, "bench-crypt", map[string]string{"type": "crypt", "size": size}),
-			target{"plain ext4 loop file", func() (string, func() error, error) { return ext4Loop(p.Dir, size) }}},
+// baseline is what a holdfast volume is compared with, and the target
+// its ratios must meet.
+type baseline struct {
+	target
+	min float64
+	// null says the two sides are the same filesystem: the ratio's
+	// interval must contain 1, or the method itself is in doubt.
+	null bool
+}
+
+// Data measures the data path of tmpfs, local and crypt volumes with fio
+// against the same filesystem without holdfast, and crypt volumes also
+// against the cipher's own bound: a crypt volume of a holdfast whose
+// --root is on RAM (B4). Each round runs every side once, holdfast first
+// then the baselines, the next round in the reverse order (ABBA), so both
+// sides of a pair see the same machine and neither always goes first.
+func Data(p *Plugin, sz DataSizes) (rows []Row, err error) {
+	size := fmt.Sprint(sz.File + 128<<20)
+	ram, stopRAM, err := ramPlugin(p.Bin, filepath.Join(p.Dir, "ram"), sz.File)
+	if err != nil {
+		return nil, fmt.Errorf("crypt on RAM: %w", err)
 	}
-	var rows []Row
-	for _, pr := range pairs {
-		var hf, base samples
-		for rep := range pr.reps {
-			sides := []*samples{&hf, &base}
-			targets := []target{pr.hf, pr.base}
-			if rep%2 == 1 {
-				sides[0], sides[1], targets[0], targets[1] = sides[1], sides[0], targets[1], targets[0]
-			}
-			for i, t := range targets {
-				if err := runTarget(t, sz, sides[i]); err != nil {
-					return nil, fmt.Errorf("%s: %w", t.name, err)
+	defer func() {
+		if serr := stopRAM(); err == nil && serr != nil {
+			rows, err = nil, fmt.Errorf("crypt on RAM: %w", serr)
+		}
+	}()
+	kinds := []struct {
+		kind  string
+		file  int64
+		hf    target
+		bases []baseline
+	}{
+		{"tmpfs", sz.File, volumeTarget(p, "bench-tmpfs", map[string]string{"type": "tmpfs", "size": size}),
+			[]baseline{{target{"raw tmpfs", func() (string, func() error, error) { return rawTmpfs(p.Dir, size) }}, 0.97, false}}},
+		{"local", sz.File, volumeTarget(p, "bench-local", nil),
+			[]baseline{{target{"plain directory", func() (string, func() error, error) { return plainDir(p.Dir) }}, 0.97, true}}},
+		{"crypt", sz.CryptFile, volumeTarget(p, "bench-crypt", map[string]string{"type": "crypt", "size": size}), []baseline{
+			{target{"plain ext4 loop image", func() (string, func() error, error) { return ext4Loop(p.Dir, size) }}, 0.8, false},
+			{renamed(volumeTarget(ram, "bench-crypt-ram", map[string]string{"type": "crypt", "size": size}), "crypt on RAM (cipher bound)"), 0.9, false},
+		}},
+	}
+	for _, k := range kinds {
+		ms := fioMeasures(k.file, sz.Runtime)
+		sides := append([]target{k.hf}, baseTargets(k.bases)...)
+		// samples[side][measure][round]
+		samples := make([][][]float64, len(sides))
+		for i := range samples {
+			samples[i] = make([][]float64, len(ms))
+		}
+		for round := range sz.Pairs {
+			for n := range sides {
+				i := n
+				if round%2 == 1 {
+					i = len(sides) - 1 - n
+				}
+				figs, err := runTarget(sides[i], ms)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", sides[i].name, err)
+				}
+				for m, f := range figs {
+					samples[i][m] = append(samples[i][m], f)
 				}
 			}
 		}
-		what := fmt.Sprintf("%s vs %s", pr.kind, pr.base.name)
-		target := fmt.Sprintf("ratio >= %.2f", pr.min)
-		rows = append(rows,
-			atLeast(paired("B4", what+": seq write", hf.write, base.write, "MiB/s"), pr.min, target),
-			atLeast(paired("B4", what+": seq read", hf.read, base.read, "MiB/s"), pr.min, target),
-			atLeast(paired("B4", what+": 4k random write", hf.rand, base.rand, "IOPS"), pr.min, target))
+		for b, base := range k.bases {
+			for m, measure := range ms {
+				row := pairedAtLeast(pairedRow("B4", fmt.Sprintf("%s vs %s: %s", k.kind, base.name, measure.name),
+					samples[0][m], samples[b+1][m], measure.unit), base.min)
+				rows = append(rows, row)
+				if w, bad := checkNull(row); base.null && bad {
+					rows = append(rows, w)
+				}
+			}
+		}
 	}
 	return rows, nil
 }
 
-// paired builds a row from runs made in pairs: the rates are the medians
-// of each side, the ratio the median of the pairs' ratios, so that a disk
-// slowing down for a while moves both sides of a pair together.
-func paired(id, name string, hf, base []float64, unit string) Row {
-	ratios := make([]float64, len(hf))
-	for i := range hf {
-		ratios[i] = hf[i] / base[i]
-	}
-	return Row{ID: id, Name: name, Value: median(hf), Base: ptr(median(base)), Ratio: ptr(median(ratios)), Unit: unit}
+func renamed(t target, name string) target {
+	t.name = name
+	return t
 }
 
-// samples are one side's rates, one per rep.
-type samples struct{ write, read, rand []float64 }
+func baseTargets(bs []baseline) []target {
+	ts := make([]target, len(bs))
+	for i, b := range bs {
+		ts[i] = b.target
+	}
+	return ts
+}
 
 func median(x []float64) float64 {
 	s := slices.Clone(x)
@@ -96,48 +130,44 @@ func median(x []float64) float64 {
 	return s[len(s)/2]
 }
 
-func runTarget(t target, sz DataSizes, into *samples) error {
+func runTarget(t target, ms []fioMeasure) ([]float64, error) {
 	dir, teardown, err := t.setup()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	err = workload(dir, sz, into)
+	figs, err := fioRun(dir, ms)
 	if terr := teardown(); err == nil {
 		err = terr
 	}
-	return err
+	return figs, err
 }
 
-// workload writes, reads (from the device: caches dropped first) and
-// randomly rewrites files in dir, then deletes them.
-func workload(dir string, sz DataSizes, into *samples) error {
-	seq := filepath.Join(dir, "seq")
-	w, err := seqWrite(seq, sz.Seq)
-	if err != nil {
-		return err
+// ramPlugin starts a second holdfast whose --root is a tmpfs big enough
+// for a crypt volume of size bytes and more: its crypt volumes have no
+// disk below them, so they run as fast as the kernel's cipher allows.
+func ramPlugin(bin, dir string, size int64) (*Plugin, func() error, error) {
+	root := filepath.Join(dir, "root")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, nil, err
 	}
-	r, err := seqRead(seq)
-	if err != nil {
-		return err
+	if err := unix.Mount("tmpfs", root, "tmpfs", 0, fmt.Sprintf("size=%d", size+512<<20)); err != nil {
+		return nil, nil, fmt.Errorf("mount tmpfs: %w", err)
 	}
-	rnd, err := randWrite(filepath.Join(dir, "rand"), sz.RandFile, sz.Rand)
+	p, err := StartPlugin(bin, dir, "")
 	if err != nil {
-		return err
+		unix.Unmount(root, unix.MNT_DETACH)
+		return nil, nil, err
 	}
-	mib := float64(sz.Seq) / (1 << 20)
-	into.write = append(into.write, mib/w.Seconds())
-	into.read = append(into.read, mib/r.Seconds())
-	into.rand = append(into.rand, float64(sz.Rand)/rnd.Seconds())
-	return removeAll(seq, filepath.Join(dir, "rand"))
-}
-
-func removeAll(files ...string) error {
-	for _, f := range files {
-		if err := os.Remove(f); err != nil {
-			return err
+	return p, func() error {
+		err := removeVolumes(p)
+		if serr := p.Stop(); err == nil {
+			err = serr
 		}
-	}
-	return nil
+		if uerr := unix.Unmount(root, 0); err == nil {
+			err = uerr
+		}
+		return err
+	}, nil
 }
 
 func block() []byte {
@@ -194,30 +224,6 @@ func seqRead(path string) (time.Duration, error) {
 	}
 }
 
-// randWrite writes a file of size bytes (untimed), then times ops 4 KiB
-// writes at random aligned offsets followed by an fsync.
-func randWrite(path string, size int64, ops int) (time.Duration, error) {
-	if _, err := seqWrite(path, size); err != nil {
-		return 0, err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	buf := block()[:4096]
-	t := time.Now()
-	for range ops {
-		if _, err := f.WriteAt(buf, rand.Int64N(size/4096)*4096); err != nil {
-			return 0, err
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return 0, err
-	}
-	return time.Since(t), f.Close()
-}
-
 // volumeTarget creates a holdfast volume once and mounts it per run.
 func volumeTarget(p *Plugin, name string, opts map[string]string) target {
 	created := false
@@ -237,13 +243,14 @@ func volumeTarget(p *Plugin, name string, opts map[string]string) target {
 	}}
 }
 
-// rawTmpfs mounts a tmpfs of the given size under dir.
+// rawTmpfs mounts a tmpfs of the given size under dir, with a tmpfs
+// volume's options (nodev, nosuid, mode 1777).
 func rawTmpfs(dir, size string) (string, func() error, error) {
 	mnt := filepath.Join(dir, "raw-tmpfs")
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return "", nil, err
 	}
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", unix.MS_NODEV|unix.MS_NOSUID, "size="+size); err != nil {
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", unix.MS_NODEV|unix.MS_NOSUID, "mode=1777,size="+size); err != nil {
 		return "", nil, fmt.Errorf("mount tmpfs: %w", err)
 	}
 	return mnt, func() error { return unix.Unmount(mnt, 0) }, nil

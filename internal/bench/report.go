@@ -20,7 +20,7 @@ import (
 type Row struct {
 	// ID is the issue's name for the measure (B1 ... B5, C for ceilings).
 	ID   string `json:"id"`
-	Name string `json:"name"`
+	Name string `json:"measure"`
 	// Value is holdfast's figure; Base, when set, is the same measure
 	// without holdfast (or with Docker's local driver), measured in the
 	// same run, and Ratio is Value/Base oriented so that 1 means "as fast".
@@ -32,6 +32,8 @@ type Row struct {
 	Target string `json:"target,omitempty"`
 	Met    *bool  `json:"met,omitempty"`
 	Note   string `json:"note,omitempty"`
+	// Paired, for a ratio measured in pairs, is its interval and samples.
+	*Paired
 }
 
 // Report is everything one run measured.
@@ -76,7 +78,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintln(tw, "id\tmeasure\tholdfast\twithout\tratio\ttarget\tmet")
 	for _, row := range r.Rows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", row.ID, row.Name,
-			format(row.Value, row.Unit), formatPtr(row.Base, row.Unit), formatPtr(row.Ratio, ""), row.Target, met(row.Met))
+			format(row.Value, row.Unit), formatPtr(row.Base, row.Unit), ratioCell(row), row.Target, verdict(row))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -110,6 +112,26 @@ func formatPtr(v *float64, unit string) string {
 		return "-"
 	}
 	return format(*v, unit)
+}
+
+func ratioCell(row Row) string {
+	if row.Paired == nil || row.Ratio == nil {
+		return formatPtr(row.Ratio, "")
+	}
+	return fmt.Sprintf("%.3f [%.3f, %.3f]", *row.Ratio, row.CILow, row.CIHigh)
+}
+
+func verdict(row Row) string {
+	switch {
+	case row.Paired == nil || row.Verdict == "":
+		return met(row.Met)
+	case row.Verdict == Met:
+		return "yes"
+	case row.Verdict == Unsteady:
+		return "UNSTABLE"
+	default:
+		return "NO"
+	}
 }
 
 func met(m *bool) string {

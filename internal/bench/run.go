@@ -21,6 +21,7 @@ type Config struct {
 	// Cycles and Volumes size B1, B3 and B5; Pairs sizes B2.
 	Cycles, Volumes, Pairs int
 	Data                   DataSizes
+	PG                     PGSizes
 	// CeilingTime is how long each ceiling is measured.
 	CeilingTime time.Duration
 	// DockerSock is dockerd's socket; "" skips B2.
@@ -29,7 +30,7 @@ type Config struct {
 	// (/run/docker/plugins/NAME.sock).
 	DockerDriver string
 	// Only, when not empty, names the suites to run: ceilings, control,
-	// docker, data.
+	// docker, data, pgbench.
 	Only []string
 }
 
@@ -37,7 +38,8 @@ type Config struct {
 func Full() Config {
 	return Config{
 		Cycles: 2000, Volumes: 10000, Pairs: 200,
-		Data:        DataSizes{Seq: 1 << 30, RandFile: 256 << 20, Rand: 20000, Reps: 6, CryptReps: 2},
+		Data:        DataSizes{File: 256 << 20, CryptFile: 64 << 20, Runtime: 2 * time.Second, Pairs: 6},
+		PG:          PGSizes{Scale: 10, Clients: 4, Runtime: 8 * time.Second, Pairs: 6},
 		CeilingTime: time.Second,
 		DockerSock:  "/var/run/docker.sock", DockerDriver: "holdfast-bench",
 	}
@@ -47,7 +49,8 @@ func Full() Config {
 func Quick() Config {
 	return Config{
 		Cycles: 20, Volumes: 200, Pairs: 5,
-		Data:         DataSizes{Seq: 8 << 20, RandFile: 4 << 20, Rand: 200, Reps: 2, CryptReps: 2},
+		Data:         DataSizes{File: 8 << 20, CryptFile: 8 << 20, Runtime: 200 * time.Millisecond, Pairs: 2},
+		PG:           PGSizes{Scale: 1, Clients: 2, Runtime: time.Second, Pairs: 2},
 		CeilingTime:  50 * time.Millisecond,
 		DockerDriver: "holdfast-bench",
 	}
@@ -61,7 +64,7 @@ func Run(c Config, progress func(string)) *Report {
 		name string
 		run  func(dir string) ([]Row, error)
 	}{
-		{"ceilings", func(dir string) ([]Row, error) { return Ceilings(c.Bin, dir, c.Data.Seq, c.CeilingTime) }},
+		{"ceilings", func(dir string) ([]Row, error) { return Ceilings(c.Bin, dir, c.Data.File, c.CeilingTime) }},
 		{"control", func(dir string) ([]Row, error) {
 			return withPlugin(c.Bin, dir, "", func(p *Plugin) ([]Row, error) { return Control(p, c.Cycles, c.Volumes) })
 		}},
@@ -69,9 +72,12 @@ func Run(c Config, progress func(string)) *Report {
 		{"data", func(dir string) ([]Row, error) {
 			return withPlugin(c.Bin, dir, "", func(p *Plugin) ([]Row, error) { return Data(p, c.Data) })
 		}},
+		{"pgbench", func(dir string) ([]Row, error) {
+			return withPlugin(c.Bin, dir, "", func(p *Plugin) ([]Row, error) { return PGBench(p, NewEngine(c.DockerSock), c.PG) })
+		}},
 	}
 	for i, s := range suites {
-		if (s.name == "docker" && c.DockerSock == "") || (len(c.Only) > 0 && !slices.Contains(c.Only, s.name)) {
+		if ((s.name == "docker" || s.name == "pgbench") && c.DockerSock == "") || (len(c.Only) > 0 && !slices.Contains(c.Only, s.name)) {
 			continue
 		}
 		progress(s.name)
