@@ -61,20 +61,32 @@ type Config struct {
 	Full bool
 }
 
+// Case is one (operation, type, step, error) case a sweep ran.
+type Case struct {
+	Op, Type, Step string
+	// Nth is the occurrence of Step that failed, from 1.
+	Nth int
+	Err error
+}
+
 // Run sweeps every operation of every type. It returns the number of
 // (operation, type, step, error) cases run.
-func Run(t *testing.T, cfg Config) int {
-	n := 0
+func Run(t *testing.T, cfg Config) int { return len(RunCases(t, cfg)) }
+
+// RunCases is Run returning the cases run, so that a test can check the
+// steps it expects were swept.
+func RunCases(t *testing.T, cfg Config) []Case {
+	var cases []Case
 	for _, typ := range cfg.Types {
 		for _, o := range operations {
-			t.Run(o.name+"/"+typ.Label, func(t *testing.T) { n += sweepOne(t, cfg, typ, o) })
+			t.Run(o.name+"/"+typ.Label, func(t *testing.T) { cases = append(cases, sweepOne(t, cfg, typ, o)...) })
 		}
 	}
-	return n
+	return cases
 }
 
 // sweepOne enumerates the steps of one operation and fails each in turn.
-func sweepOne(t *testing.T, cfg Config, typ Type, o operation) int {
+func sweepOne(t *testing.T, cfg Config, typ Type, o operation) []Case {
 	e := newEnv(t, cfg, typ)
 	o.setup(e)
 	e.faults.Disarm()
@@ -84,7 +96,7 @@ func sweepOne(t *testing.T, cfg Config, typ Type, o operation) int {
 	e.close()
 	require.NotEmpty(t, steps, "%s runs no step", o.name)
 
-	n := 0
+	var cases []Case
 	seen := map[string]int{}
 	for _, step := range steps {
 		seen[step]++
@@ -96,10 +108,10 @@ func sweepOne(t *testing.T, cfg Config, typ Type, o operation) int {
 			t.Run(strings.ReplaceAll(name, " ", "_"), func(t *testing.T) {
 				failStep(t, cfg, typ, o, step, seen[step], ferr)
 			})
-			n++
+			cases = append(cases, Case{Op: o.name, Type: typ.Label, Step: step, Nth: seen[step], Err: ferr})
 		}
 	}
-	return n
+	return cases
 }
 
 // faultsFor lists the errors a step is failed with.
@@ -240,8 +252,21 @@ func (e *env) requireLocked() {
 		assert.Empty(e.t, infos, "nothing mounted under %s", dir)
 	}
 	assert.Empty(e.t, e.loops(), "no loop device backed by a file under --root")
-	maps, _ := filepath.Glob("/dev/mapper/holdfast-" + vol + "-*")
-	assert.Empty(e.t, maps, "no device-mapper mapping")
+	assert.Empty(e.t, mappings(), "no device-mapper mapping")
+}
+
+// mappings lists the device-mapper mappings of the volume: their
+// /dev/mapper nodes and the kernel's names (without udev, a deferred close
+// deletes the node while the kernel keeps the mapping).
+func mappings() []string {
+	m, _ := filepath.Glob("/dev/mapper/holdfast-" + vol + "-*")
+	files, _ := filepath.Glob("/sys/block/dm-*/dm/name")
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil && strings.HasPrefix(string(b), "holdfast-"+vol+"-") {
+			m = append(m, f+": "+strings.TrimSpace(string(b)))
+		}
+	}
+	return m
 }
 
 // loops lists the loop devices whose backing file is under --root. A
