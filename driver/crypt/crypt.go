@@ -227,8 +227,8 @@ func (b *Backend) open(ctx context.Context, v *driver.Volume, key []byte) (strin
 		if mapping, err = mappingName(v.Name, backingFile(v)); err != nil {
 			return "", nil, err
 		}
-		if _, err := os.Stat(mappingPath(mapping)); err == nil {
-			return mappingPath(mapping), func() {}, nil
+		if dev, ok := mappingDevice(mapping); ok {
+			return dev, func() {}, nil
 		}
 	}
 	loop, err := b.loop(v)

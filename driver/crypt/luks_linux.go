@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -55,6 +56,24 @@ func mappingName(volume, file string) (string, error) {
 
 func mappingPath(name string) string { return "/dev/mapper/" + name }
 
+// mappingDevice returns the device node of the mapping name and whether
+// the mapping exists. The node is libdevmapper's /dev/mapper/NAME, but
+// without udev (a container, the vmtest guest) a deferred close deletes it
+// at once while the kernel keeps the mapping until its last user lets go:
+// then it is the kernel's own node, /dev/dm-N.
+func mappingDevice(name string) (string, bool) {
+	if _, err := os.Stat(mappingPath(name)); err == nil {
+		return mappingPath(name), true
+	}
+	files, _ := filepath.Glob("/sys/block/dm-*/dm/name")
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == name {
+			return "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(f))), true
+		}
+	}
+	return "", false
+}
+
 // cryptsetup runs cryptsetup with the key on stdin, never in argv, as the
 // step "cryptsetup COMMAND".
 func (b *Backend) cryptsetup(ctx context.Context, key []byte, args ...string) error {
@@ -100,7 +119,7 @@ func (b *Backend) luksOpen(ctx context.Context, name, dev string, key []byte) (s
 // (a filesystem detached lazily, which a process still holds) is closed
 // when its last user lets go: a deferred close.
 func (b *Backend) luksClose(ctx context.Context, name string) error {
-	if _, err := os.Stat(mappingPath(name)); errors.Is(err, os.ErrNotExist) {
+	if _, ok := mappingDevice(name); !ok {
 		return nil
 	}
 	err := b.cryptsetup(ctx, nil, "close", name)

@@ -125,10 +125,18 @@ func (r *rig) requireLocked(name string) {
 	assert.Empty(r.t, r.mappings(name), "no device-mapper mapping left")
 }
 
-// mappings lists the device-mapper mappings of volume name.
+// mappings lists the device-mapper mappings of volume name: their
+// /dev/mapper nodes and, since a deferred close without udev deletes the
+// node while the kernel keeps the mapping, the kernel's names.
 func (r *rig) mappings(name string) []string {
 	m, err := filepath.Glob("/dev/mapper/holdfast-" + name + "-*")
 	require.NoError(r.t, err)
+	files, _ := filepath.Glob("/sys/block/dm-*/dm/name")
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil && strings.HasPrefix(string(b), "holdfast-"+name+"-") {
+			m = append(m, f+": "+strings.TrimSpace(string(b)))
+		}
+	}
 	return m
 }
 
