@@ -57,10 +57,15 @@ func mappingName(volume, file string) (string, error) {
 func mappingPath(name string) string { return "/dev/mapper/" + name }
 
 // mappingDevice returns the device node of the mapping name (/dev/dm-N),
-// or "" when there is no such mapping. It asks sysfs, not /dev/mapper:
-// without udev, a deferred close removes the /dev/mapper node at once
-// while the mapping lives on until its last user lets go.
+// or "" when there is no such mapping: libdevmapper's /dev/mapper/NAME,
+// or else the kernel's /dev/dm-N found through sysfs, since without udev
+// (a container, the vmtest guest) a deferred close removes the
+// /dev/mapper node at once while the mapping lives on until its last user
+// lets go.
 func mappingDevice(name string) string {
+	if _, err := os.Stat(mappingPath(name)); err == nil {
+		return mappingPath(name)
+	}
 	for _, dev := range Mappings("") {
 		if dev.Name == name {
 			return dev.Path

@@ -125,7 +125,9 @@ func (r *rig) requireLocked(name string) {
 	assert.Empty(r.t, r.mappings(name), "no device-mapper mapping left")
 }
 
-// mappings lists the device-mapper mappings of volume name.
+// mappings lists the device-mapper mappings of volume name: their
+// /dev/mapper nodes and, since a deferred close without udev deletes the
+// node while the kernel keeps the mapping, the kernel's names.
 func (r *rig) mappings(name string) []string {
 	var m []string
 	for _, dev := range Mappings("holdfast-" + name + "-") {

@@ -45,7 +45,7 @@ func (b *Backend) resolve(ctx context.Context, host string) (netip.Addr, error) 
 	if b.Resolver != nil {
 		r = b.Resolver
 	}
-	addrs, err := r.LookupNetIP(ctx, "ip", host)
+	addrs, err := b.lookup(ctx, r, host)
 	if err != nil {
 		return netip.Addr{}, resolveError(ctx, host, err)
 	}
@@ -58,6 +58,14 @@ func (b *Backend) resolve(ctx context.Context, host string) (netip.Addr, error) 
 		}
 	}
 	return addrs[0], nil
+}
+
+// lookup resolves host with r as the step "resolve server name".
+func (b *Backend) lookup(ctx context.Context, r Resolver, host string) ([]netip.Addr, error) {
+	if err := b.Faults.Check("resolve server name"); err != nil {
+		return nil, err
+	}
+	return r.LookupNetIP(ctx, "ip", host)
 }
 
 func resolveError(ctx context.Context, host string, err error) error {

@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/internal/failpoint"
 )
 
 // Volume types this package serves.
@@ -58,6 +59,10 @@ type Backend struct {
 	// Log receives what happens after a call has returned, such as an
 	// abandoned mount completing late and being removed. Discarded when nil.
 	Log logrus.FieldLogger
+	// Faults fails steps on purpose, for tests; nil in production. Mounts
+	// and unmounts are steps of the Mounter (driver.FailingMounter); this
+	// names the backend's own: name resolution.
+	Faults *failpoint.Set
 
 	mu sync.Mutex
 	// late holds the mount attempts abandoned at their deadline whose

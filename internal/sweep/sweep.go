@@ -33,7 +33,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast/holdfast/driver"
-	"github.com/holdfast/holdfast/driver/crypt"
 	"github.com/holdfast/holdfast/internal/failpoint"
 )
 
@@ -61,22 +60,37 @@ type Config struct {
 	// Full fails every occurrence of every step, with every error; else
 	// the first occurrence of each step, with EIO and, for unmounts, EBUSY.
 	Full bool
+	// Only, when set and not Full, limits the sweep to the steps it
+	// accepts: a slow environment sweeps there only what the host cannot.
+	Only func(step string) bool
+}
+
+// Case is one (operation, type, step, error) case a sweep ran.
+type Case struct {
+	Op, Type, Step string
+	// Nth is the occurrence of Step that failed, from 1.
+	Nth int
+	Err error
 }
 
 // Run sweeps every operation of every type. It returns the number of
 // (operation, type, step, error) cases run.
-func Run(t *testing.T, cfg Config) int {
-	n := 0
+func Run(t *testing.T, cfg Config) int { return len(RunCases(t, cfg)) }
+
+// RunCases is Run returning the cases run, so that a test can check the
+// steps it expects were swept.
+func RunCases(t *testing.T, cfg Config) []Case {
+	var cases []Case
 	for _, typ := range cfg.Types {
 		for _, o := range operations {
-			t.Run(o.name+"/"+typ.Label, func(t *testing.T) { n += sweepOne(t, cfg, typ, o) })
+			t.Run(o.name+"/"+typ.Label, func(t *testing.T) { cases = append(cases, sweepOne(t, cfg, typ, o)...) })
 		}
 	}
-	return n
+	return cases
 }
 
 // sweepOne enumerates the steps of one operation and fails each in turn.
-func sweepOne(t *testing.T, cfg Config, typ Type, o operation) int {
+func sweepOne(t *testing.T, cfg Config, typ Type, o operation) []Case {
 	e := newEnv(t, cfg, typ)
 	o.setup(e)
 	e.faults.Disarm()
@@ -87,11 +101,11 @@ func sweepOne(t *testing.T, cfg Config, typ Type, o operation) int {
 	e.close()
 	require.NotEmpty(t, steps, "%s runs no step", o.name)
 
-	n := 0
+	var cases []Case
 	seen := map[string]int{}
 	for _, step := range steps {
 		seen[step]++
-		if seen[step] > 1 && !cfg.Full {
+		if !cfg.Full && (seen[step] > 1 || cfg.Only != nil && !cfg.Only(step)) {
 			continue
 		}
 		for _, ferr := range faultsFor(step, cfg.Full) {
@@ -99,10 +113,10 @@ func sweepOne(t *testing.T, cfg Config, typ Type, o operation) int {
 			t.Run(strings.ReplaceAll(name, " ", "_"), func(t *testing.T) {
 				failStep(t, cfg, typ, o, step, seen[step], ferr)
 			})
-			n++
+			cases = append(cases, Case{Op: o.name, Type: typ.Label, Step: step, Nth: seen[step], Err: ferr})
 		}
 	}
-	return n
+	return cases
 }
 
 // faultsFor lists the errors a step is failed with.
@@ -258,7 +272,7 @@ func (e *env) requireLocked() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	assert.Empty(e.t, loops, "no loop device backed by a file under --root")
-	assert.Empty(e.t, crypt.Mappings("holdfast-"+vol+"-"), "no device-mapper mapping")
+	assert.Empty(e.t, mappings(), "no device-mapper mapping")
 }
 
 // loops lists the loop devices whose backing file is under --root. A
@@ -511,4 +525,19 @@ func Steps(seen []string) []string {
 	out := slices.Clone(seen)
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// mappings lists the device-mapper mappings of the volume by their kernel
+// names (without udev, a deferred close deletes the /dev/mapper node while
+// the kernel keeps the mapping). The sweep cannot use driver/crypt's
+// list: crypt's tests import the sweep.
+func mappings() []string {
+	var m []string
+	files, _ := filepath.Glob("/sys/block/dm-*/dm/name")
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil && strings.HasPrefix(string(b), "holdfast-"+vol+"-") {
+			m = append(m, strings.TrimSpace(string(b)))
+		}
+	}
+	return m
 }
