@@ -15,6 +15,10 @@
 #   status   print engine, image and compose state
 #
 # Environment:
+#   HOLDFAST_ENGINE          "20.10" (default): Debian's dockerd, on the default socket;
+#                            "28": dockerd 28 from hack/dockerd28.sh (built once, own data
+#                            root and socket; DOCKER_HOST is set to it). engine, restart and
+#                            stop then act on that dockerd and never on the host's.
 #   HOLDFAST_CACHE           cache folder (default /var/cache/holdfast)
 #   HOLDFAST_DOCKERD_LOG     dockerd log file (default /var/log/holdfast-dockerd.log)
 #   HOLDFAST_TEST_IMAGE      test image name (default holdfast-test:latest)
@@ -34,6 +38,13 @@ pidfile=/var/run/docker.pid
 
 say() { echo "holdfast/docker: $*"; }
 die() { echo "holdfast/docker: ERROR: $*" >&2; exit 1; }
+
+engine_sel=${HOLDFAST_ENGINE:-20.10}
+case "$engine_sel" in
+20.10) ;;
+28) eval "export $("$here/dockerd28.sh" env)" ;;
+*) die "HOLDFAST_ENGINE=$engine_sel: want 20.10 or 28" ;;
+esac
 
 answers() { timeout 10 docker version >/dev/null 2>&1; }
 
@@ -76,6 +87,10 @@ start_dockerd() {
 
 engine() {
 	"$here/deps.sh" docker.io busybox-static
+	if [ "$engine_sel" = 28 ]; then
+		"$here/dockerd28.sh" start
+		return
+	fi
 	if answers; then
 		return 0
 	fi
@@ -89,6 +104,10 @@ engine() {
 }
 
 stop_dockerd() {
+	if [ "$engine_sel" = 28 ]; then
+		"$here/dockerd28.sh" stop
+		return
+	fi
 	if systemd_docker; then
 		systemctl stop docker.service
 		return
@@ -110,6 +129,11 @@ stop_dockerd() {
 }
 
 restart() {
+	if [ "$engine_sel" = 28 ]; then
+		"$here/dockerd28.sh" stop
+		"$here/dockerd28.sh" start
+		return
+	fi
 	if systemd_docker; then
 		say "restarting docker.service"
 		systemctl restart docker.service
