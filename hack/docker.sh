@@ -61,6 +61,17 @@ wait_answer() { # wait_answer SECONDS
 	return 1
 }
 
+# close_fds closes every descriptor above 2 of the calling (sub)shell. A
+# dockerd started from a command run under `flock LOCK cmd` would otherwise
+# inherit the lock's descriptor and hold the lock for as long as it runs.
+close_fds() {
+	local fd
+	for fd in $(ls /proc/$BASHPID/fd); do
+		[ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null
+	done
+	return 0
+}
+
 fail_start() {
 	echo "holdfast/docker: ERROR: dockerd did not answer within $1 s; last lines of $log:" >&2
 	tail -n 30 "$log" >&2 2>/dev/null || true
@@ -80,7 +91,8 @@ start_dockerd() {
 	# Detached from our pipes and session so it outlives this script and the
 	# test run that started it. No iptables and no bridge: test containers use
 	# --network none and the machine has no route to a registry anyway.
-	(cd / && exec setsid dockerd --iptables=false --bridge=none) </dev/null >>"$log" 2>&1 &
+	# No descriptor but 0-2 either: see close_fds.
+	(cd / && close_fds && exec setsid dockerd --iptables=false --bridge=none) </dev/null >>"$log" 2>&1 &
 	wait_answer 60 || fail_start 60
 	say "dockerd answers ($(docker version --format '{{.Server.Version}}, API {{.Server.APIVersion}}'))"
 }

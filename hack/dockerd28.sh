@@ -87,6 +87,16 @@ build() {
 	say "built $bin in $(($(date +%s) - start)) s"
 }
 
+# close_fds closes every descriptor above 2 of the calling (sub)shell, so that
+# dockerd does not inherit (and hold) a flock taken by whoever started us.
+close_fds() {
+	local fd
+	for fd in $(ls /proc/$BASHPID/fd); do
+		[ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null
+	done
+	return 0
+}
+
 running_pid() {
 	local pid
 	pid=$(cat "$pidfile" 2>/dev/null || true)
@@ -118,9 +128,9 @@ start() {
 	mkdir -p "$root/data" "$execroot" "$(dirname "$log")"
 	say "starting dockerd $ver on $sock (data root $root/data, log $log)"
 	echo "=== $(date -Is) holdfast/dockerd28.sh starts dockerd $ver" >>"$log"
-	# Detached like hack/docker.sh's dockerd; no iptables, no bridge: test
-	# containers use --network none.
-	(cd / && exec setsid "$bin" --data-root "$root/data" --exec-root "$execroot" \
+	# Detached like hack/docker.sh's dockerd, with no descriptor but 0-2; no
+	# iptables, no bridge: test containers use --network none.
+	(cd / && close_fds && exec setsid "$bin" --data-root "$root/data" --exec-root "$execroot" \
 		-H "unix://$sock" --pidfile "$pidfile" --iptables=false --ip6tables=false --bridge=none) \
 		</dev/null >>"$log" 2>&1 &
 	if ! wait_answer 60; then
