@@ -42,10 +42,16 @@ unit: deps
 vmtest:
 	VMTEST_PKGS="$(VMTEST_PKGS)" vmtest/build.sh $(VMTEST_FLAGS)
 
-# Real dockerd (installed and started when absent): every scenario against
-# the managed plugin and the legacy daemon, compose and a Swarm stack.
+# Real dockerds: every scenario against the managed plugin and the legacy
+# daemon, compose and a Swarm stack, on Debian's dockerd 20.10 (installed and
+# started when absent) and on dockerd 28 (built once from source, cached; the
+# engines take turns). run.sh first re-runs itself under
+# `flock -o /tmp/holdfast-e2e.lock`, the lock every script that starts or
+# stops the host's dockerd takes (saying who holds it when it has to wait);
+# E2E_ENGINES="20.10" runs one engine.
+E2E_ENGINES ?= 20.10 28
 e2e:
-	e2e/run.sh
+	HOLDFAST_E2E_ENGINES="$(E2E_ENGINES)" e2e/run.sh
 
 test: lint unit vmtest e2e
 

@@ -169,6 +169,14 @@ func testInspect(t *testing.T, f *fixture) {
 			t.Errorf("Status %s = %q, want %q", k, got, want)
 		}
 	}
+	// dockerd decodes the driver's CreatedAt into a time (RFC 3339), and
+	// shows nothing, or fails, on anything else.
+	created := docker(t, "volume", "inspect", "--format", "{{.CreatedAt}}", vol)
+	if at, err := time.Parse(time.RFC3339, created); err != nil {
+		t.Errorf("CreatedAt %q is not RFC 3339: %v", created, err)
+	} else if d := time.Since(at); d < -time.Minute || d > 10*time.Minute {
+		t.Errorf("CreatedAt %s is %s from now", created, d.Round(time.Second))
+	}
 	opts := docker(t, "volume", "inspect", "--format", "{{json .Options}}", vol)
 	for _, kv := range []string{`"type":"local"`, `"uid":"1000"`, `"gid":"1001"`, `"mode":"0750"`} {
 		if !strings.Contains(opts, kv) {

@@ -15,6 +15,10 @@
 #   status   print engine, image and compose state
 #
 # Environment:
+#   HOLDFAST_ENGINE          "20.10" (default): Debian's dockerd, on the default socket;
+#                            "28": dockerd 28 from hack/dockerd28.sh (built once, own data
+#                            root and socket; DOCKER_HOST is set to it). engine, restart and
+#                            stop then act on that dockerd and never on the host's.
 #   HOLDFAST_CACHE           cache folder (default /var/cache/holdfast)
 #   HOLDFAST_DOCKERD_LOG     dockerd log file (default /var/log/holdfast-dockerd.log)
 #   HOLDFAST_TEST_IMAGE      test image name (default holdfast-test:latest)
@@ -35,6 +39,13 @@ pidfile=/var/run/docker.pid
 say() { echo "holdfast/docker: $*"; }
 die() { echo "holdfast/docker: ERROR: $*" >&2; exit 1; }
 
+engine_sel=${HOLDFAST_ENGINE:-20.10}
+case "$engine_sel" in
+20.10) ;;
+28) eval "export $("$here/dockerd28.sh" env)" ;;
+*) die "HOLDFAST_ENGINE=$engine_sel: want 20.10 or 28" ;;
+esac
+
 answers() { timeout 10 docker version >/dev/null 2>&1; }
 
 systemd_docker() {
@@ -48,6 +59,17 @@ wait_answer() { # wait_answer SECONDS
 		sleep 0.2
 	done
 	return 1
+}
+
+# close_fds closes every descriptor above 2 of the calling (sub)shell. A
+# dockerd started from a command run under `flock LOCK cmd` would otherwise
+# inherit the lock's descriptor and hold the lock for as long as it runs.
+close_fds() {
+	local fd
+	for fd in $(ls /proc/$BASHPID/fd); do
+		[ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null
+	done
+	return 0
 }
 
 fail_start() {
@@ -69,13 +91,18 @@ start_dockerd() {
 	# Detached from our pipes and session so it outlives this script and the
 	# test run that started it. No iptables and no bridge: test containers use
 	# --network none and the machine has no route to a registry anyway.
-	(cd / && exec setsid dockerd --iptables=false --bridge=none) </dev/null >>"$log" 2>&1 &
+	# No descriptor but 0-2 either: see close_fds.
+	(cd / && close_fds && exec setsid dockerd --iptables=false --bridge=none) </dev/null >>"$log" 2>&1 &
 	wait_answer 60 || fail_start 60
 	say "dockerd answers ($(docker version --format '{{.Server.Version}}, API {{.Server.APIVersion}}'))"
 }
 
 engine() {
 	"$here/deps.sh" docker.io busybox-static
+	if [ "$engine_sel" = 28 ]; then
+		"$here/dockerd28.sh" start
+		return
+	fi
 	if answers; then
 		return 0
 	fi
@@ -89,6 +116,10 @@ engine() {
 }
 
 stop_dockerd() {
+	if [ "$engine_sel" = 28 ]; then
+		"$here/dockerd28.sh" stop
+		return
+	fi
 	if systemd_docker; then
 		systemctl stop docker.service
 		return
@@ -110,6 +141,11 @@ stop_dockerd() {
 }
 
 restart() {
+	if [ "$engine_sel" = 28 ]; then
+		"$here/dockerd28.sh" stop
+		"$here/dockerd28.sh" start
+		return
+	fi
 	if systemd_docker; then
 		say "restarting docker.service"
 		systemctl restart docker.service
