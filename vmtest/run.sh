@@ -22,6 +22,7 @@
 #   VMTEST_MEM           guest memory in MiB (default 1024)
 #   VMTEST_KERNEL        Debian kernel package to boot (default: what linux-image-amd64 depends on)
 #   VMTEST_KEEP=1        keep the run directory (initramfs, serial logs) even on success
+#   VMTEST_NFSD=0        leave out Linux's NFS server (vmtest/nfsd.sh), which tests start
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -164,6 +165,13 @@ if [ ! -e "$base" ]; then
 	build_base "$base"
 fi
 
+# Archives appended after the base one, each built and cached by its own
+# script: vmtest/nfsd.sh, Linux's NFS server (skip it with VMTEST_NFSD=0).
+extras=()
+if [ "${VMTEST_NFSD:-1}" = 1 ]; then
+	extras+=("$("$here/nfsd.sh" "$kver" "$kdir")") || die 2 "vmtest/nfsd.sh failed"
+fi
+
 run=$(mktemp -d "${TMPDIR:-/tmp}/vmtest.XXXXXX")
 cleanup() { [ "${VMTEST_KEEP:-}" = 1 ] || [ -e "$run/keep" ] || rm -rf "$run"; }
 trap cleanup EXIT
@@ -228,7 +236,7 @@ EOF
 chmod 755 "$ov/init"
 (cd "$ov" && find . | cpio -o -H newc -R 0:0 --quiet) >"$run/overlay.cpio"
 # The kernel unpacks concatenated cpio archives in order, overlay last.
-cat "$base" "$run/overlay.cpio" >"$run/initramfs.cpio"
+cat "$base" ${extras[@]+"${extras[@]}"} "$run/overlay.cpio" >"$run/initramfs.cpio"
 rm -rf "$ov" "$run/overlay.cpio"
 flock -u 9
 
