@@ -143,6 +143,8 @@ func Prepare() error {
 		os.MkdirAll("/var", 0o755)
 		os.Symlink("/run", "/var/run")
 	}
+	// exec.Command looks names up in this process's PATH, not the child's.
+	os.Setenv("PATH", Stage+"/bin:"+os.Getenv("PATH"))
 	cli := "/tmp/docker-cli/cli-plugins"
 	os.MkdirAll(cli, 0o755)
 	if _, err := os.Stat(filepath.Join(Stage, "docker-compose")); err == nil {
