@@ -26,5 +26,12 @@ for pkg in $VMTEST_PKGS; do
 done
 [ ${#bins[@]} -gt 0 ] || { echo "vmtest: error: no test binaries from VMTEST_PKGS=$VMTEST_PKGS" >&2; exit 2; }
 
+# The Docker tests run holdfast itself as dockerd's plugin (vmtest/docker.sh).
+case " $VMTEST_PKGS " in *" ./vmtest/docker "*)
+	echo "vmtest: building holdfast for dockerd in the guest" >&2
+	CGO_ENABLED=0 go build -trimpath -o "$out/holdfast" ./cmd/holdfast
+	export VMTEST_DOCKER=1 VMTEST_HOLDFAST=$out/holdfast ;;
+esac
+
 # Not exec: the trap removes the binaries once the guest is done with them.
 vmtest/run.sh "${bins[@]}" -- "$@"

@@ -22,6 +22,8 @@
 #   VMTEST_MEM           guest memory in MiB (default 1024)
 #   VMTEST_KERNEL        Debian kernel package to boot (default: what linux-image-amd64 depends on)
 #   VMTEST_KEEP=1        keep the run directory (initramfs, serial logs) even on success
+#   VMTEST_NFSD=0        leave out Linux's NFS server (vmtest/nfsd.sh), which tests start
+#   VMTEST_DOCKER=1      add dockerd (vmtest/docker.sh) and VMTEST_HOLDFAST, a static holdfast
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -164,6 +166,23 @@ if [ ! -e "$base" ]; then
 	build_base "$base"
 fi
 
+# Archives appended after the base one, each built and cached by its own
+# script: vmtest/nfsd.sh, Linux's NFS server (skip it with VMTEST_NFSD=0).
+extras=()
+if [ "${VMTEST_NFSD:-1}" = 1 ]; then
+	extras+=("$("$here/nfsd.sh" "$kver" "$kdir")") || die 2 "vmtest/nfsd.sh failed"
+fi
+# vmtest/docker.sh (VMTEST_DOCKER=1): dockerd's libraries and modules in an
+# archive, its binaries in a folder shared over 9p, holdfast from
+# $VMTEST_HOLDFAST in the overlay; the guest's root moves to a tmpfs.
+qemu_extra=()
+if [ "${VMTEST_DOCKER:-0}" = 1 ]; then
+	[ -x "${VMTEST_HOLDFAST:-}" ] || die 2 "VMTEST_DOCKER=1 needs VMTEST_HOLDFAST, a static holdfast binary"
+	dout=$("$here/docker.sh" "$kver" "$kdir") || die 2 "vmtest/docker.sh failed"
+	extras+=("$(sed -n 1p <<<"$dout")")
+	qemu_extra+=(-virtfs "local,path=$(sed -n 2p <<<"$dout"),mount_tag=stage,security_model=none,readonly=on")
+fi
+
 run=$(mktemp -d "${TMPDIR:-/tmp}/vmtest.XXXXXX")
 cleanup() { [ "${VMTEST_KEEP:-}" = 1 ] || [ -e "$run/keep" ] || rm -rf "$run"; }
 trap cleanup EXIT
@@ -181,6 +200,7 @@ for b in "${bins[@]}"; do
 	echo "$i" >>"$ov/vmtest/list"
 	i=$((i + 1))
 done
+[ "${VMTEST_DOCKER:-0}" != 1 ] || cp "$VMTEST_HOLDFAST" "$ov/vmtest/holdfast"
 # Quote for the guest's sh: each flag in single quotes, embedded ' as '\''.
 for a in "$@"; do
 	case $a in -test.* | --test.* | - | --) ;; --?* | -?*) a=-test.${a#"${a%%[!-]*}"} ;; esac
@@ -191,6 +211,14 @@ cat >"$ov/init" <<'EOF'
 # Kernel messages go to ttyS0 (the console log); test output goes to ttyS1,
 # which the host streams, so the two never interleave.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp HOLDFAST_VM=1
+if [ -e /vmtest/switch-root ] && [ ! -e /.vmtest-switched ]; then
+	# runc's pivot_root fails on the initramfs: copy it to a tmpfs and move there.
+	/bin/busybox mkdir /newroot
+	/bin/busybox mount -t tmpfs -o mode=755 tmpfs /newroot
+	for f in /*; do [ "$f" = /newroot ] || /bin/busybox cp -a "$f" /newroot/; done
+	/bin/busybox touch /newroot/.vmtest-switched
+	exec /bin/busybox switch_root /newroot /init
+fi
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s
 mount -t sysfs sysfs /sys
@@ -228,7 +256,7 @@ EOF
 chmod 755 "$ov/init"
 (cd "$ov" && find . | cpio -o -H newc -R 0:0 --quiet) >"$run/overlay.cpio"
 # The kernel unpacks concatenated cpio archives in order, overlay last.
-cat "$base" "$run/overlay.cpio" >"$run/initramfs.cpio"
+cat "$base" ${extras[@]+"${extras[@]}"} "$run/overlay.cpio" >"$run/initramfs.cpio"
 rm -rf "$ov" "$run/overlay.cpio"
 flock -u 9
 
@@ -266,7 +294,7 @@ set +e
 timeout -k 10 "$timeout_s" qemu-system-x86_64 \
 	-accel tcg,thread=multi -cpu max -smp 2 -m "$mem" \
 	-nographic -nodefaults -no-reboot -monitor none -nic none \
-	-kernel "$kernel" -initrd "$run/initramfs.cpio" \
+	-kernel "$kernel" -initrd "$run/initramfs.cpio" ${qemu_extra[@]+"${qemu_extra[@]}"} \
 	-append "console=ttyS0 earlyprintk=ttyS0 quiet loglevel=3 panic=-1 oops=panic" \
 	-serial "file:$run/console.log" -serial stdio \
 	</dev/null 2>"$run/qemu.err" | stream
