@@ -18,7 +18,7 @@
 #
 # Environment:
 #   HOLDFAST_CACHE       cache root (default /var/cache/holdfast); this uses $HOLDFAST_CACHE/vm
-#   VMTEST_TIMEOUT       seconds before the guest is killed (default 600)
+#   VMTEST_TIMEOUT       seconds before the guest is killed (default 1500)
 #   VMTEST_MEM           guest memory in MiB (default 1024)
 #   VMTEST_KERNEL        Debian kernel package to boot (default: what linux-image-amd64 depends on)
 #   VMTEST_KEEP=1        keep the run directory (initramfs, serial logs) even on success
@@ -29,7 +29,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 cache=${HOLDFAST_CACHE:-/var/cache/holdfast}/vm
-timeout_s=${VMTEST_TIMEOUT:-600}
+timeout_s=${VMTEST_TIMEOUT:-1500}
 mem=${VMTEST_MEM:-1024}
 
 # Guest contents. Modules are resolved with their dependencies on the host; the
