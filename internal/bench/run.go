@@ -30,7 +30,7 @@ type Config struct {
 	// (/run/docker/plugins/NAME.sock).
 	DockerDriver string
 	// Only, when not empty, names the suites to run: ceilings, control,
-	// docker, data, pgbench.
+	// docker, data, pgbench (pgbench only when named).
 	Only []string
 }
 
@@ -77,7 +77,11 @@ func Run(c Config, progress func(string)) *Report {
 		}},
 	}
 	for i, s := range suites {
-		if ((s.name == "docker" || s.name == "pgbench") && c.DockerSock == "") || (len(c.Only) > 0 && !slices.Contains(c.Only, s.name)) {
+		// pgbench runs only when named: its postgres runs on the host as
+		// user postgres, who cannot reach holdfast's 0700 --mount-root; it
+		// has to move into a container first.
+		if ((s.name == "docker" || s.name == "pgbench") && c.DockerSock == "") || (len(c.Only) > 0 && !slices.Contains(c.Only, s.name)) ||
+			(s.name == "pgbench" && !slices.Contains(c.Only, s.name)) {
 			continue
 		}
 		progress(s.name)
