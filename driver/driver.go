@@ -232,6 +232,15 @@ func (d *Driver) create(b Backend, v *Volume) error {
 	if err == nil {
 		err = b.Create(ctx, v)
 	}
+	// What the backend made, and the volume's directory itself, must be
+	// durable before the commit: a power cut after it would otherwise
+	// leave a record whose directory is gone.
+	if err == nil {
+		err = d.syncDir(v.Dir)
+	}
+	if err == nil {
+		err = d.syncDirAs("sync volumes directory", filepath.Dir(v.Dir))
+	}
 	if err == nil {
 		v.Phase = PhaseReady
 		err = d.store.Put(v)

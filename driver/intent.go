@@ -59,7 +59,7 @@ func (d *Driver) writeRecord(v *Volume, file string) error {
 	tmp := filepath.Join(v.Dir, intentTemp)
 	err = d.step("write " + file)
 	if err == nil {
-		err = os.WriteFile(tmp, b, 0o600)
+		err = writeSynced(tmp, b)
 	}
 	if err == nil {
 		err = d.rename(tmp, filepath.Join(v.Dir, file))
@@ -68,6 +68,25 @@ func (d *Driver) writeRecord(v *Volume, file string) error {
 		return fmt.Errorf("record %s in %s: %w", file, v.Dir, err)
 	}
 	return nil
+}
+
+// writeSynced writes b to a new file path and syncs it: a file renamed
+// into place before its data reaches the disk comes back empty after a
+// power cut (ext4 and xfs allocate its blocks later), and a damaged intent
+// blocks its volume's name until someone inspects it by hand.
+func writeSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // markCreated turns v's create intent into its record, once the record
@@ -125,7 +144,12 @@ func (d *Driver) renameAs(step, from, to string) error {
 
 // syncDir makes the entries of dir durable.
 func (d *Driver) syncDir(dir string) error {
-	if err := d.step("sync volume directory"); err != nil {
+	return d.syncDirAs("sync volume directory", dir)
+}
+
+// syncDirAs is syncDir as the step named step.
+func (d *Driver) syncDirAs(step, dir string) error {
+	if err := d.step(step); err != nil {
 		return err
 	}
 	f, err := os.Open(dir)

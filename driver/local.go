@@ -55,7 +55,24 @@ func (l *Local) Create(_ context.Context, v *Volume) error {
 	if err == nil {
 		err = ApplyOwner(dir, v.Options, localMode)
 	}
+	// Its owner and mode are durable with the record (the driver syncs
+	// the entry): xfs keeps them apart from the parent's.
+	if err == nil {
+		err = l.Faults.Check("sync data directory")
+	}
+	if err == nil {
+		err = syncPath(dir)
+	}
 	return RootFull(err, v)
+}
+
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // Mount bind-mounts the data directory at the mountpoint.
