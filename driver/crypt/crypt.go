@@ -160,7 +160,15 @@ func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
 			return err
 		}
 	}
-	return b.format(ctx, v, key)
+	if err := b.format(ctx, v, key); err != nil {
+		return err
+	}
+	// The header and the filesystem went through the loop device into
+	// the page cache: durable before the driver commits the record.
+	if err := b.step("sync backing file"); err != nil {
+		return err
+	}
+	return syncFile(backingFile(v))
 }
 
 // format attaches the backing file, makes the filesystem and its root

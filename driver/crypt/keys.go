@@ -184,6 +184,9 @@ func (k keyStore) destroy(volume string) error {
 	return nil
 }
 
+// syncFile makes a file's data and size durable.
+func syncFile(path string) error { return syncDir(path) }
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
