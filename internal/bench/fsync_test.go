@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,19 +27,19 @@ const syncCalls = "fsync,fdatasync,sync_file_range,syncfs,msync"
 // fdatasyncs of holdfast.db (its pages, then its meta page).
 var fsyncBudget = map[string]map[string][]string{
 	"local": {
-		"Create":  commit,
+		"Create":  slices.Concat([]string{createIntent, "fsync root/volumes/$V/data"}, volumeDir, commit),
 		"Mount":   commit,
 		"Unmount": commit,
 		"Remove":  append(removeIntent, commit...),
 	},
 	"tmpfs": {
-		"Create":  commit,
+		"Create":  slices.Concat([]string{createIntent}, volumeDir, commit),
 		"Mount":   commit,
 		"Unmount": commit,
 		"Remove":  append(removeIntent, commit...),
 	},
 	"crypt": {
-		"Create":  append([]string{"fsync keys/$V.key", "fsync keys"}, commit...),
+		"Create":  slices.Concat([]string{createIntent, "fsync keys/$V.key", "fsync keys", "fsync root/volumes/$V/backing.img"}, volumeDir, commit),
 		"Mount":   commit,
 		"Unmount": commit,
 		"Remove":  append(append(removeIntent, "fsync keys/$V.key", "fsync keys"), commit...),
@@ -46,6 +47,10 @@ var fsyncBudget = map[string]map[string][]string{
 }
 
 var (
+	// The create intent is synced before its rename; what Create made,
+	// and the volume's directory entry, before the commit.
+	createIntent = "fsync root/volumes/$V/.holdfast-intent.tmp"
+	volumeDir    = []string{"fsync root/volumes/$V", "fsync root/volumes"}
 	commit       = []string{"fdatasync root/holdfast.db", "fdatasync root/holdfast.db"}
 	removeIntent = []string{"fsync root/volumes/$V/.holdfast-removing", "fsync root/volumes/$V"}
 )
