@@ -163,6 +163,8 @@ if $has28; then
 	fi
 	export HOLDFAST_ENGINE=28 HOLDFAST_DOCKERD_LOG=/var/log/holdfast-dockerd28.log
 	eval "export $(hack/dockerd28.sh env)"
+	hack/docker.sh stop || true
+	hack/dockerd28.sh reset
 	hack/docker.sh up
 	args=("$@")
 	if [ $# -eq 0 ] && [ -n "${HOLDFAST_E2E_28_RUN:-}" ]; then

@@ -141,6 +141,20 @@ start() {
 	say "dockerd answers ($(docker version --format '{{.Server.Version}}, API {{.Server.APIVersion}}'))"
 }
 
+# reset empties the data root of a stopped dockerd 28: a test engine, so
+# that volumes or plugins an interrupted run left cannot fail the next run.
+reset() {
+	[ -z "$(running_pid)" ] || die "dockerd $ver runs (pid $(running_pid)): stop it first"
+	local m
+	for m in $(awk -v a="$root/" -v b="$execroot/" 'index($5, a) == 1 || index($5, b) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+		umount -l "$m" 2>/dev/null || true
+	done
+	if [ -e "$root/data" ]; then
+		say "emptying dockerd $ver's data root $root/data: a test run starts from an empty engine"
+		rm -rf "$root/data"
+	fi
+}
+
 stop() {
 	local pid i
 	pid=$(running_pid || true)
@@ -170,9 +184,10 @@ status() {
 case "${1:-start}" in
 build) build ;;
 start) start ;;
+reset) reset ;;
 stop) stop ;;
 status) status ;;
 env) echo "DOCKER_HOST=unix://$sock" ;;
 binary) echo "$bin" ;;
-*) die "unknown command $1 (want build, start, stop, status, env or binary)" ;;
+*) die "unknown command $1 (want build, start, stop, reset, status, env or binary)" ;;
 esac
