@@ -24,7 +24,7 @@ import (
 func TestLUKSFailureSweep(t *testing.T) {
 	guest.Require(t, "dm-crypt")
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		t.Skip("needs root: mounts volumes and attaches devices for real (make vmtest runs as root in the guest)")
 	}
 	full := os.Getenv("HOLDFAST_SOAK") == "1"
 	cases := sweep.RunCases(t, sweep.Config{

@@ -32,7 +32,7 @@ import (
 func TestGuestNFSFailureSweep(t *testing.T) {
 	guest.Require(t, "NFS client")
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		t.Skip("needs root: mounts volumes and attaches devices for real (make vmtest runs as root in the guest)")
 	}
 	export := t.TempDir()
 	srv, err := nfstest.Start(export)
