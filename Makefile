@@ -14,7 +14,7 @@ HOST_PKGS := e2fsprogs xfsprogs cryptsetup-bin util-linux kmod
 
 # Packages whose tests need dm-crypt or the kernel NFS client: they run as
 # root in a qemu guest booting Debian's kernel (vmtest/).
-VMTEST_PKGS  ?= ./vmtest/selftest ./driver/crypt ./driver/nfs
+VMTEST_PKGS  ?= ./vmtest/selftest ./driver/crypt ./driver/nfs ./fault/powerloss
 VMTEST_FLAGS ?= -v
 
 # Name of the managed plugin `make plugin` creates.

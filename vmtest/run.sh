@@ -34,14 +34,14 @@ mem=${VMTEST_MEM:-1024}
 
 # Guest contents. Modules are resolved with their dependencies on the host; the
 # guest loads each line in order, the lines in parallel (xfs alone takes ~1.5 s).
-modules="loop dm-mod dm-crypt ecb xts cts sha512_generic cryptd crypto_simd aesni-intel crc32c_generic crc32c-intel af_alg algif_skcipher algif_hash jbd2 mbcache crc16 ext4
+modules="loop dm-mod dm-crypt dm-log-writes ecb xts cts sha512_generic cryptd crypto_simd aesni-intel crc32c_generic crc32c-intel af_alg algif_skcipher algif_hash jbd2 mbcache crc16 ext4
 xfs
 sunrpc netfs fscache grace lockd nfs nfs_acl nfsv3 nfsv4"
 tools="cryptsetup mke2fs e2fsck resize2fs tune2fs dumpe2fs mkfs.xfs xfs_repair xfs_growfs
-	losetup blkid wipefs mount umount"
+	losetup blkid wipefs mount umount dmsetup"
 etcfiles="/etc/mke2fs.conf /etc/protocols /etc/services /etc/netconfig"
 host_pkgs="qemu-system-x86 busybox-static cryptsetup-bin e2fsprogs xfsprogs kmod cpio util-linux
-	xz-utils netbase libtirpc-common"
+	xz-utils netbase libtirpc-common dmsetup"
 
 say() { echo "vmtest: $*" >&2; }
 die() { local rc=$1; shift; echo "vmtest: error: $*" >&2; exit "$rc"; }
@@ -157,7 +157,7 @@ base_key=$( {
 	echo "$kver"
 	declare -f build_base
 	echo "$modules $tools $etcfiles"
-	dpkg-query -W busybox-static cryptsetup-bin e2fsprogs xfsprogs util-linux mount libc6 libgcc-s1 2>&1 || true
+	dpkg-query -W busybox-static cryptsetup-bin e2fsprogs xfsprogs util-linux mount libc6 libgcc-s1 dmsetup 2>&1 || true
 } | sha256sum | cut -c1-16)
 base=$cache/initramfs-base-$base_key.cpio
 if [ ! -e "$base" ]; then
