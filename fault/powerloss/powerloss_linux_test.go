@@ -161,4 +161,3 @@ func mountsUnder(dir string) []string {
 	}
 	return out
 }
-
