@@ -82,11 +82,14 @@ bench: deps build
 	@hack/docker.sh restart
 	VMTEST_PKGS=./driver/crypt vmtest/build.sh -run '^$$' -bench . -benchtime 3x
 
-# The long fault suites: 2000 crash rounds (fault/), and each fuzz target
-# for FUZZTIME.
+# The long fault suites: 2000 crash rounds (fault/), the power-loss replay
+# in the guest over ext4 and xfs and several workloads (thousands of crash
+# states, fault/powerloss), and each fuzz target for FUZZTIME.
 FUZZTIME ?= 1m
 soak: deps
 	HOLDFAST_SOAK=1 $(GO) test -count=1 -timeout 4h -v -run . ./fault
+	VMTEST_PKGS=./fault/powerloss VMTEST_GUEST_ENV=HOLDFAST_SOAK=1 VMTEST_TIMEOUT=10800 \
+		vmtest/build.sh -v -timeout 3h -run '^TestPowerLoss$$'
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./server
 	$(GO) test -run '^$$' -fuzz '^FuzzParseOptions$$' -fuzztime $(FUZZTIME) ./driver
 

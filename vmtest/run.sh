@@ -24,6 +24,8 @@
 #   VMTEST_KEEP=1        keep the run directory (initramfs, serial logs) even on success
 #   VMTEST_NFSD=0        leave out Linux's NFS server (vmtest/nfsd.sh), which tests start
 #   VMTEST_DOCKER=1      add dockerd (vmtest/docker.sh) and VMTEST_HOLDFAST, a static holdfast
+#   VMTEST_GUEST_ENV     KEY=VAL words set in the tests' environment in the guest (through the
+#                        kernel command line), e.g. HOLDFAST_SOAK=1
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -60,6 +62,9 @@ for b in "${bins[@]}"; do
 	! ldd "$b" >/dev/null 2>&1 || die 2 "$b: dynamically linked; build it with CGO_ENABLED=0"
 done
 [ "$(id -u)" -eq 0 ] || die 2 "must run as root (installs packages, writes $cache)"
+for w in ${VMTEST_GUEST_ENV:-}; do
+	[[ $w =~ ^[A-Z_][A-Z0-9_]*=[^\ ]*$ ]] || die 2 "VMTEST_GUEST_ENV: $w is not a KEY=VALUE word (upper-case key, no spaces)"
+done
 
 say "checking host packages"
 # shellcheck disable=SC2086
@@ -295,7 +300,7 @@ timeout -k 10 "$timeout_s" qemu-system-x86_64 \
 	-accel tcg,thread=multi -cpu max -smp 2 -m "$mem" \
 	-nographic -nodefaults -no-reboot -monitor none -nic none \
 	-kernel "$kernel" -initrd "$run/initramfs.cpio" ${qemu_extra[@]+"${qemu_extra[@]}"} \
-	-append "console=ttyS0 earlyprintk=ttyS0 quiet loglevel=3 panic=-1 oops=panic" \
+	-append "console=ttyS0 earlyprintk=ttyS0 quiet loglevel=3 panic=-1 oops=panic${VMTEST_GUEST_ENV:+ $VMTEST_GUEST_ENV}" \
 	-serial "file:$run/console.log" -serial stdio \
 	</dev/null 2>"$run/qemu.err" | stream
 qrc=${PIPESTATUS[0]}
