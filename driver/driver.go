@@ -51,6 +51,9 @@ type Config struct {
 	Log logrus.FieldLogger
 	// Faults fails steps on purpose, for tests; nil in production.
 	Faults *failpoint.Set
+	// SampleInterval is how often backends are asked for their volumes'
+	// size and usage (see Meter); DefaultSampleInterval when zero.
+	SampleInterval time.Duration
 }
 
 // Driver is holdfast's volume.Driver. It owns the map of volumes: mu guards
@@ -69,6 +72,12 @@ type Driver struct {
 	deleting sync.WaitGroup
 	// trashed numbers the entries moved to the trash by this process.
 	trashed atomic.Uint64
+	// measures holds the last sample of each volume's size and usage.
+	measures map[string]Measure
+	// sampling runs sample until stopSampling is closed.
+	sampling     sync.WaitGroup
+	stopSampling chan struct{}
+	stopOnce     sync.Once
 }
 
 type entry struct {
@@ -105,12 +114,21 @@ func New(cfg Config) (*Driver, error) {
 		store.Close()
 		return nil, err
 	}
+	interval := cfg.SampleInterval
+	if interval <= 0 {
+		interval = DefaultSampleInterval
+	}
+	d.stopSampling = make(chan struct{})
+	d.sampling.Add(1)
+	go d.sample(interval, d.stopSampling)
 	return d, nil
 }
 
 // Close waits for the removed volumes' directories to be deleted and
 // closes the state database. Mounted volumes stay mounted.
 func (d *Driver) Close() error {
+	d.stopOnce.Do(func() { close(d.stopSampling) })
+	d.sampling.Wait()
 	d.WaitDeleted()
 	return d.store.Close()
 }

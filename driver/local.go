@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/internal/failpoint"
+	"github.com/holdfast/holdfast/internal/usage"
 )
 
 // Local is the "local" backend: a directory under --root that keeps its
@@ -16,6 +18,9 @@ import (
 // mountpoint while the volume has leases.
 type Local struct {
 	Mounter Mounter
+	// Walker measures the volumes' own usage in the background; without
+	// one, Status reports none.
+	Walker *usage.Walker
 	// Faults fails steps on purpose, for tests; nil in production.
 	Faults *failpoint.Set
 }
@@ -89,19 +94,53 @@ func (l *Local) Unmount(_ context.Context, v *Volume) error {
 	return UnmountPath(l.Mounter, v.Mountpoint)
 }
 
-// Remove has nothing to do: the driver removes the volume's directory.
-func (l *Local) Remove(context.Context, *Volume) error { return nil }
+// Remove stops measuring the volume; the driver removes its directory.
+func (l *Local) Remove(_ context.Context, v *Volume) error {
+	if l.Walker != nil {
+		l.Walker.Forget(v.Name)
+	}
+	return nil
+}
 
-// Status reports, while mounted, the usage of the filesystem holding the
-// data: that is --root's filesystem, shared with everything else on it,
-// not the volume's own usage, and the names say so.
+// Status reports the volume's own usage from the last background walk of
+// its data directory (used, with usedAge in seconds since that walk began,
+// usedEntries, and usedIncomplete or usedOvercount when the walk says so;
+// usedError, or usedPending before the first walk), and the space still
+// free on the filesystem holding --root, shared with everything else on
+// it (filesystemAvailable).
 func (l *Local) Status(v *Volume) map[string]any {
-	if !v.Mounted {
-		return nil
+	st := map[string]any{}
+	if u := Usage(dataDir(v)); u["available"] != nil {
+		st["filesystemAvailable"] = u["available"]
 	}
-	u := Usage(v.Mountpoint)
-	if e, ok := u["usageError"]; ok {
-		return map[string]any{"usageError": e}
+	if l.Walker == nil {
+		return st
 	}
-	return map[string]any{"filesystemUsed": u["used"], "filesystemAvailable": u["available"]}
+	r := l.Walker.Read(v.Name, dataDir(v))
+	switch {
+	case !r.Measured:
+		st["usedPending"] = "not yet measured: a background walk of the volume is scheduled"
+	case r.Err != "":
+		st["usedError"] = r.Err
+	default:
+		st["used"] = r.Bytes
+		st["usedAge"] = int64(r.Age.Round(time.Second) / time.Second)
+		st["usedEntries"] = r.Entries
+		if r.Incomplete != "" {
+			st["usedIncomplete"] = "a lower bound: " + r.Incomplete
+		}
+		if r.Overcount != "" {
+			st["usedOvercount"] = r.Overcount
+		}
+	}
+	return st
+}
+
+// Meter reports the last walk's figure, never waiting for one.
+func (l *Local) Meter(v *Volume) Measure {
+	if l.Walker == nil {
+		return Measure{}
+	}
+	r := l.Walker.Read(v.Name, dataDir(v))
+	return Measure{Used: r.Bytes, UsedKnown: r.Measured && r.Err == ""}
 }

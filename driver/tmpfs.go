@@ -154,3 +154,13 @@ func (t *Tmpfs) Status(v *Volume) map[string]any {
 	}
 	return st
 }
+
+// Meter reports the size and what the tmpfs holds: nothing while unmounted.
+func (t *Tmpfs) Meter(v *Volume) Measure {
+	m := Measure{Size: Size(v.Options), UsedKnown: true}
+	if v.Mounted {
+		used, ok := Usage(v.Mountpoint)["used"].(uint64)
+		m.Used, m.UsedKnown = int64(used), ok
+	}
+	return m
+}

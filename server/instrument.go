@@ -22,15 +22,30 @@ var ErrShuttingDown = errors.New("holdfast is shutting down; retry when it is ba
 type Instrumented struct {
 	d   volume.Driver
 	log logrus.FieldLogger
+	rec Recorder
 
 	mu       sync.Mutex
 	closing  bool
 	inflight sync.WaitGroup
 }
 
+// Recorder counts answered requests and their durations; op is the
+// operation as dockerd names it without "VolumeDriver." (Create, Get, ...).
+// *metrics.Metrics is one.
+type Recorder interface {
+	ObserveRequest(op string, err error, took time.Duration)
+}
+
 // Instrument wraps d.
 func Instrument(d volume.Driver, log logrus.FieldLogger) *Instrumented {
 	return &Instrumented{d: d, log: log}
+}
+
+// Record makes s report every answered request to r, and returns s. Call
+// it before serving.
+func (s *Instrumented) Record(r Recorder) *Instrumented {
+	s.rec = r
+	return s
 }
 
 // Drain refuses new requests (but Capabilities) and waits for those in
@@ -59,11 +74,15 @@ func (s *Instrumented) do(op, name string, fields logrus.Fields, fn func() error
 	return err
 }
 
-// logDone logs a request that started at start.
+// logDone logs a request that started at start, and records it.
 func (s *Instrumented) logDone(op, name string, fields logrus.Fields, start time.Time, err error) {
+	took := time.Since(start)
+	if s.rec != nil {
+		s.rec.ObserveRequest(op, err, took)
+	}
 	log := s.log.WithFields(fields).WithFields(logrus.Fields{
 		"op":       op,
-		"duration": time.Since(start).Round(time.Microsecond).String(),
+		"duration": took.Round(time.Microsecond).String(),
 	})
 	if name != "" {
 		log = log.WithField("volume", name)

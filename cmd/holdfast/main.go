@@ -7,12 +7,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,6 +24,8 @@ import (
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
 	"github.com/holdfast/holdfast/driver/nfs"
+	"github.com/holdfast/holdfast/internal/metrics"
+	"github.com/holdfast/holdfast/internal/usage"
 	"github.com/holdfast/holdfast/server"
 )
 
@@ -32,6 +36,7 @@ type config struct {
 	socket, socketGroup, root, mountRoot string
 	scope, logLevel, logFormat           string
 	tmpfsSize, keyDir, bindPaths         string
+	metricsAddr                          string
 	nfsTimeout                           time.Duration
 	showVersion                          bool
 }
@@ -75,6 +80,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.bindPaths, "bind-paths", "/", "comma-separated host `directories` below which bind volumes (type=none o=bind device=PATH) may be; empty: no bind volumes (the managed plugin, which sees no host paths)")
 	fs.StringVar(&c.keyDir, "key-dir", "/etc/holdfast/keys", "`directory` of crypt volume keys (0700); never inside --root or --mount-root, so a copy of the data carries no keys")
 	fs.DurationVar(&c.nfsTimeout, "nfs-timeout", nfs.DefaultTimeout, "`duration` bounding each NFS mount and unmount (name lookup and every version tried), 1s to 100s: inside dockerd's 2-minute limit")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` serving Prometheus metrics at GET /metrics, e.g. 127.0.0.1:9273; empty: no metrics")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -139,7 +145,43 @@ func (c *config) validate() error {
 	if c.nfsTimeout < time.Second || c.nfsTimeout > 100*time.Second {
 		return fmt.Errorf("%s %v: want 1s to 100s", flagName("nfs-timeout"), c.nfsTimeout)
 	}
+	if err := checkMetricsAddr(c.metricsAddr); err != nil {
+		return fmt.Errorf("%s %q: %w", flagName("metrics-addr"), c.metricsAddr, err)
+	}
 	return c.checkPaths()
+}
+
+// checkMetricsAddr accepts "" (no metrics) or host:port with a port from 1
+// to 65535; the host may be empty (every interface), an IP address or a
+// name.
+func checkMetricsAddr(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port such as 127.0.0.1:9273 or [::1]:9273 (%v)", err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("want a port from 1 to 65535 after the colon, e.g. 127.0.0.1:9273")
+	}
+	if strings.ContainsAny(host, "/ ") {
+		return fmt.Errorf("want a host name or IP address before the colon, e.g. 127.0.0.1:9273")
+	}
+	return nil
+}
+
+// listenMetrics opens the metrics listener, or returns nil when off. A
+// port in use fails the start, naming the flag.
+func listenMetrics(addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w; give another address, or stop what listens there", flagName("metrics-addr"), addr, err)
+	}
+	return l, nil
 }
 
 // checkPaths refuses --root, --mount-root and --key-dir that overlap: a
@@ -275,6 +317,17 @@ func run(c *config) error {
 	if err := crypt.CheckKeyDir(c.keyDir, log); err != nil {
 		return err
 	}
+	ml, err := listenMetrics(c.metricsAddr)
+	if err != nil {
+		return err
+	}
+	if ml != nil {
+		defer ml.Close()
+	}
+	walker := usage.New(usage.Config{})
+	defer walker.Close()
+	snap := &snapshot{}
+	m := metrics.New(snap)
 	mounter := driver.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root:      c.root,
@@ -284,13 +337,14 @@ func run(c *config) error {
 		Mounter:   mounter,
 		Log:       log,
 		Backends: map[string]driver.Backend{
-			"local": &driver.Local{Mounter: mounter},
+			"local": &driver.Local{Mounter: mounter, Walker: walker},
 			"tmpfs": &driver.Tmpfs{Mounter: mounter, DefaultSize: c.tmpfsSize},
 			driver.TypeBind: &driver.Bind{Mounter: mounter, Allowed: bindPaths(c.bindPaths), Private: map[string]string{
 				"--root": resolvePath(c.root), "--mount-root": resolvePath(c.mountRoot), "--key-dir": resolvePath(c.keyDir)}},
-			"crypt":     &crypt.Backend{Mounter: mounter, KeyDir: c.keyDir},
-			nfs.TypeNFS: nfs.New(mounter, c.nfsTimeout, log.WithField("type", nfs.TypeNFS)),
-			nfs.TypeNFS4: &nfs.Backend{Mounter: mounter, Timeout: c.nfsTimeout, Type: nfs.TypeNFS4,
+			"crypt": &crypt.Backend{Mounter: mounter, KeyDir: c.keyDir},
+			nfs.TypeNFS: &nfs.Backend{Mounter: mounter, Timeout: c.nfsTimeout, Counters: m,
+				Log: log.WithField("type", nfs.TypeNFS)},
+			nfs.TypeNFS4: &nfs.Backend{Mounter: mounter, Timeout: c.nfsTimeout, Type: nfs.TypeNFS4, Counters: m,
 				Log: log.WithField("type", nfs.TypeNFS4)},
 		},
 	})
@@ -301,6 +355,7 @@ func run(c *config) error {
 		return err
 	}
 	defer d.Close()
+	snap.set(d)
 	l, err := server.Listen(c.socket, gid)
 	if err != nil {
 		return err
@@ -308,7 +363,39 @@ func run(c *config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log.WithFields(logrus.Fields{"version": version, "socket": c.socket, "root": c.root, "mount-root": c.mountRoot, "scope": c.scope}).Info("holdfast serving")
-	err = server.Serve(ctx, l, server.Instrument(d, log))
+	if ml != nil {
+		go func() {
+			if err := m.Serve(ctx, ml); err != nil {
+				log.WithError(err).Error("metrics server stopped")
+			}
+		}()
+		log.WithField("address", ml.Addr().String()).Info("serving metrics at /metrics")
+	}
+	err = server.Serve(ctx, l, server.Instrument(d, log).Record(m))
 	log.Info("shutting down; mounted volumes stay mounted")
 	return err
+}
+
+// snapshot hands the driver's volume snapshot to the metrics, once the
+// driver exists (the NFS backends need the metrics first).
+type snapshot struct {
+	mu sync.Mutex
+	d  *driver.Driver
+}
+
+func (s *snapshot) set(d *driver.Driver) {
+	s.mu.Lock()
+	s.d = d
+	s.mu.Unlock()
+}
+
+// VolumeStats answers the driver's snapshot, empty before it is set.
+func (s *snapshot) VolumeStats() []metrics.VolumeStat {
+	s.mu.Lock()
+	d := s.d
+	s.mu.Unlock()
+	if d == nil {
+		return nil
+	}
+	return d.VolumeStats()
 }

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -262,6 +265,13 @@ func TestFlags(t *testing.T) {
 		{nil, "HOLDFAST_NFS_TIMEOUT=soon", `HOLDFAST_NFS_TIMEOUT="soon"`},
 		{[]string{"--root", "/srv/hf", "--key-dir", "/srv/hf/keys"}, "", "is inside --root"},
 		{[]string{"extra"}, "", `unexpected argument "extra"`},
+		{[]string{"--metrics-addr", "9273"}, "", `--metrics-addr (HOLDFAST_METRICS_ADDR) "9273": want host:port such as 127.0.0.1:9273`},
+		{nil, "HOLDFAST_METRICS_ADDR=localhost", `--metrics-addr (HOLDFAST_METRICS_ADDR) "localhost": want host:port`},
+		{[]string{"--metrics-addr", "127.0.0.1:http"}, "", "want a port from 1 to 65535"},
+		{[]string{"--metrics-addr", "127.0.0.1:0"}, "", "want a port from 1 to 65535"},
+		{[]string{"--metrics-addr", "127.0.0.1:70000"}, "", "want a port from 1 to 65535"},
+		{[]string{"--metrics-addr", "::1:9273"}, "", "want host:port"},
+		{[]string{"--metrics-addr", "/run/metrics.sock:1"}, "", "want a host name or IP address"},
 	}
 	for _, tt := range tests {
 		cmd := exec.Command(binary, tt.args...)
@@ -272,6 +282,34 @@ func TestFlags(t *testing.T) {
 		assert.Error(t, err, "%v %s", tt.args, tt.env)
 		assert.Contains(t, string(out), tt.want, "%v %s", tt.args, tt.env)
 	}
+}
+
+// TestMetricsAddrInUseFailsStart: a port already taken fails the start,
+// naming the flag; a free one serves /metrics.
+func TestMetricsAddrInUseFailsStart(t *testing.T) {
+	requireRoot(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	p := launch(t, rootDir(t), "--metrics-addr", taken.Addr().String())
+	err = p.cmd.Wait()
+	require.Error(t, err)
+	assert.Contains(t, p.out.String(), "--metrics-addr (HOLDFAST_METRICS_ADDR)")
+	assert.Contains(t, p.out.String(), "listen tcp "+taken.Addr().String())
+	assert.Contains(t, p.out.String(), "address already in use")
+
+	addr := taken.Addr().String()
+	taken.Close()
+	p = startProc(t, rootDir(t), "--metrics-addr", addr)
+	var list volume.ListResponse
+	p.call("VolumeDriver.List", struct{}{}, &list)
+	res, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	assert.Contains(t, string(body), `holdfast_requests_total{op="List",result="ok"} 1`)
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, p.cmd.Wait())
 }
 
 func TestEnvironmentConfiguresTheDaemon(t *testing.T) {

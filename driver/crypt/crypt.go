@@ -468,6 +468,17 @@ func (b *Backend) Status(v *driver.Volume) map[string]any {
 	return st
 }
 
+// Meter reports the size and, while mounted, what the volume's own
+// filesystem holds; while locked its usage is unknown.
+func (b *Backend) Meter(v *driver.Volume) driver.Measure {
+	m := driver.Measure{Size: driver.Size(v.Options)}
+	if v.Mounted {
+		used, ok := driver.Usage(v.Mountpoint)["used"].(uint64)
+		m.Used, m.UsedKnown = int64(used), ok
+	}
+	return m
+}
+
 func keyDescription(v *driver.Volume) string {
 	if name, ok := v.Options["keyfile"]; ok {
 		return "keyfile " + name

@@ -87,12 +87,18 @@ func (b *Backend) mountWithin(ctx context.Context, target string, a attempt, sta
 	if ctx.Err() != nil {
 		return &noAnswer{after: time.Since(start)}
 	}
+	if b.Counters != nil {
+		b.Counters.NFSMountAttempt(a.version)
+	}
 	result := make(chan error, 1)
 	go func() { result <- b.Mounter.Mount(a.source, target, "nfs", a.flags, a.data) }()
 	select {
 	case err := <-result:
 		return err
 	case <-ctx.Done():
+		if b.Counters != nil {
+			b.Counters.NFSMountTimeout()
+		}
 		b.abandon(target, a.source, result)
 		return &noAnswer{after: time.Since(start)}
 	}

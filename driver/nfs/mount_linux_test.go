@@ -165,10 +165,14 @@ func TestMountNegotiation(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m := newScripted()
 			m.results = tt.results
-			b := &Backend{Mounter: m}
+			counters := &fakeCounters{}
+			b := &Backend{Mounter: m, Counters: counters}
 			v := newVolume(t, b, map[string]string{"share": "10.0.0.5:/export", "o": tt.o})
 			err := b.Mount(context.Background(), v)
 			assert.Equal(t, tt.tried, m.versions())
+			attempts, timeouts := counters.counted()
+			assert.Equal(t, tt.tried, attempts, "one attempt counted per version tried")
+			assert.Zero(t, timeouts)
 			if tt.version != "" {
 				require.NoError(t, err)
 				assert.Equal(t, tt.version, v.Info[infoVersion])
@@ -266,13 +270,17 @@ func TestMountDeadline(t *testing.T) {
 	m := newScripted()
 	hold := make(chan struct{})
 	m.hold = hold
-	b := &Backend{Mounter: m, Timeout: 200 * time.Millisecond}
+	counters := &fakeCounters{}
+	b := &Backend{Mounter: m, Timeout: 200 * time.Millisecond, Counters: counters}
 	v := newVolume(t, b, map[string]string{"share": "10.0.0.5:/export"})
 
 	start := time.Now()
 	err := b.Mount(context.Background(), v)
 	took := time.Since(start)
 	require.Error(t, err)
+	attempts, timeouts := counters.counted()
+	assert.Equal(t, []string{"4.2"}, attempts)
+	assert.Equal(t, 1, timeouts, "the abandoned mount(2) is counted as a timeout")
 	assert.Less(t, took, time.Second)
 	assert.GreaterOrEqual(t, took, 200*time.Millisecond)
 	assert.Contains(t, err.Error(), "mount nfs 10.0.0.5:/export for volume data: no answer within 200ms (NFS 4.2 to 10.0.0.5 did not answer; check that the server is up and that a firewall lets TCP port 2049 through, or raise --nfs-timeout; if the mount completes later, holdfast removes it)")

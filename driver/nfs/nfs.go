@@ -44,6 +44,14 @@ type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
+// Counters counts what the NFS backend does; *metrics.Metrics is one.
+type Counters interface {
+	// NFSMountAttempt counts one mount(2) of NFS version.
+	NFSMountAttempt(version string)
+	// NFSMountTimeout counts one mount(2) abandoned at its deadline.
+	NFSMountTimeout()
+}
+
 // Backend is the "nfs" volume type. Use it by pointer: it remembers mount
 // attempts abandoned at their deadline until the kernel lets go of them.
 type Backend struct {
@@ -63,6 +71,8 @@ type Backend struct {
 	// and unmounts are steps of the Mounter (driver.FailingMounter); this
 	// names the backend's own: name resolution.
 	Faults *failpoint.Set
+	// Counters counts mount attempts and timeouts; none when nil.
+	Counters Counters
 
 	mu sync.Mutex
 	// late holds the mount attempts abandoned at their deadline whose
