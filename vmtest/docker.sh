@@ -10,9 +10,10 @@
 # binaries stay in the shared folder (~190 MB: in the initramfs they would
 # slow every boot by seconds and pin their size in guest RAM); the archive
 # holds their libraries, the modules (9p, overlay, veth, bridge, vxlan...,
-# listed in load order in /vmtest/docker/modules), and /vmtest/switch-root,
-# which makes the guest's /init move its root to a tmpfs (runc's pivot_root
-# fails on the initramfs). The folder also has busybox.tar, a root
+# listed in load order in /vmtest/docker/modules), the Swarm's ip, unshare
+# and nsenter in /vmtest/docker/bin, and /vmtest/switch-root, which makes
+# the guest's /init move its root to a tmpfs (runc's pivot_root fails on
+# the initramfs). The folder also has busybox.tar, a root
 # filesystem of busybox-static for `docker import`, and docker-compose when
 # hack/docker.sh has built compose v2 on this machine.
 #
@@ -24,34 +25,24 @@ cache=${HOLDFAST_CACHE:-/var/cache/holdfast}/vm/docker
 pkgs="docker.io containerd runc tini"
 modules="virtio_pci 9pnet_virtio 9p overlay veth bridge br_netfilter vxlan nf_conntrack"
 # Libraries dockerd and runc link against; on the host for ldd to find them.
-host_libs="libseccomp2 libdevmapper1.02.1 libselinux1 libudev1 libpcre2-8-0 libsystemd0 busybox-static"
+host_libs="iproute2 libseccomp2 libdevmapper1.02.1 libselinux1 libudev1 libpcre2-8-0 libsystemd0 busybox-static"
+ns_tools="/usr/sbin/ip /usr/bin/unshare /usr/bin/nsenter"
 compose=${HOLDFAST_CACHE:-/var/cache/holdfast}/compose
 
 say() { echo "vmtest: docker: $*" >&2; }
 die() { echo "vmtest: docker: error: $*" >&2; exit 2; }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=vmtest/guestpkgs.sh
+. "$here/guestpkgs.sh"
 # shellcheck disable=SC2086
 "$here/../hack/deps.sh" $host_libs >&2 || die "could not install the host packages $host_libs"
 mkdir -p "$cache"
 
 debs=$cache/debs
-if [ ! -e "$debs/.done" ]; then
-	say "downloading $pkgs"
-	tmp=$(mktemp -d "$cache/debs.tmp.XXXXXX")
-	chown _apt "$tmp" 2>/dev/null || true
-	# shellcheck disable=SC2086
-	if ! (cd "$tmp" && apt-get download -q $pkgs >/dev/null 2>&1); then
-		say "download failed; updating apt lists and retrying"
-		apt-get update -q >/dev/null
-		# shellcheck disable=SC2086
-		(cd "$tmp" && apt-get download -q $pkgs >/dev/null) || die "apt-get download $pkgs failed"
-	fi
-	mkdir "$tmp/root"
-	for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$tmp/root"; done
-	rm -f "$tmp"/*.deb # 65 MB; the unpacked tree is what is used
-	rm -rf "$debs" && mv "$tmp" "$debs" && touch "$debs/.done"
-fi
+# shellcheck disable=SC2086
+fetch_debs "$debs" $pkgs
+rm -f "$debs"/*.deb # 65 MB; the unpacked tree is what is used
 root=$debs/root
 
 # The shared folder: binaries by hard link from the unpacked packages.
@@ -71,7 +62,8 @@ if [ ! -e "$stage/.done" ]; then
 	tar -C "$img" -cf "$stage/busybox.tar" . && rm -rf "$img"
 	touch "$stage/.done"
 fi
-c=$(find "$compose" -maxdepth 1 -name 'docker-compose-v2*' -type f 2>/dev/null | sort | tail -n 1)
+# No $compose before hack/docker.sh compose has run: find fails, and pipefail with it.
+c=$(find "$compose" -maxdepth 1 -name 'docker-compose-v2*' -type f 2>/dev/null | sort | tail -n 1 || true)
 if [ -n "$c" ] && [ ! -e "$stage/docker-compose" ]; then
 	ln "$c" "$stage/docker-compose" 2>/dev/null || cp "$c" "$stage/docker-compose"
 fi
@@ -80,27 +72,26 @@ build() { # $1 = output cpio
 	local st; st=$(mktemp -d "$cache/cpio.tmp.XXXXXX")
 	mkdir -p "$st"/usr/{bin,sbin,lib,lib64} "$st"/etc "$st"/vmtest/docker
 	for d in bin sbin lib lib64; do ln -s "usr/$d" "$st/$d"; done # as in the base archive
-	local f m ko
-	for f in $(for b in "$stage"/bin/*; do ldd "$b" 2>/dev/null | grep -o '/[^ ]*' || true; done | sort -u); do
+	local f t
+	# The Swarm's two nodes need iproute2's ip (netns, veth, bridge) and
+	# util-linux's unshare and nsenter: busybox's lack what they need.
+	mkdir -p "$st/vmtest/docker/bin"
+	for t in $ns_tools; do install -m 755 "$t" "$st/vmtest/docker/bin/"; done
+	for f in $(for b in "$stage"/bin/* $ns_tools; do ldd "$b" 2>/dev/null | grep -o '/[^ ]*' || true; done | sort -u); do
 		install -D -m 755 "$f" "$st$f"
 	done
 	printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' 'docker:x:999:' >"$st/etc/group"
 	printf 'NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="12"\nPRETTY_NAME="holdfast vmtest guest"\n' >"$st/etc/os-release"
 	touch "$st/vmtest/switch-root"
-	for m in $modules; do
-		modprobe -d "$kdir" -S "$kver" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" { print $2 }'
-	done | awk '!seen[$0]++' | while read -r ko; do
-		local rel=${ko#"$kdir"/}
-		install -D -m 644 "$ko" "$st/$rel"
-		echo "/$rel" >>"$st/vmtest/docker/modules"
-	done
+	# shellcheck disable=SC2086
+	pack_modules "$kver" "$kdir" "$st" vmtest/docker/modules $modules
 	(cd "$st" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$1.tmp"
 	mv "$1.tmp" "$1"
 	rm -rf "$st"
 }
 key=$( {
 	echo "$kver"
-	cat "${BASH_SOURCE[0]}"
+	cat "${BASH_SOURCE[0]}" "$here/guestpkgs.sh"
 	ls -l "$stage/bin"
 	dpkg-query -W libc6 $host_libs 2>&1 || true
 } | sha256sum | cut -c1-16)

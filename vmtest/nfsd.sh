@@ -27,26 +27,15 @@ say() { echo "vmtest: nfsd: $*" >&2; }
 die() { echo "vmtest: nfsd: error: $*" >&2; exit 2; }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=vmtest/guestpkgs.sh
+. "$here/guestpkgs.sh"
 # shellcheck disable=SC2086
 "$here/../hack/deps.sh" $host_libs >&2 || die "could not install the host libraries $host_libs"
 mkdir -p "$cache"
 
 debs=$cache/debs
-if [ ! -e "$debs/.done" ]; then
-	say "downloading $pkgs"
-	tmp=$(mktemp -d "$cache/debs.tmp.XXXXXX")
-	chown _apt "$tmp" 2>/dev/null || true # else apt warns that it cannot sandbox the download
-	# shellcheck disable=SC2086
-	if ! (cd "$tmp" && apt-get download -q $pkgs >/dev/null 2>&1); then
-		say "download failed; updating apt lists and retrying"
-		apt-get update -q >/dev/null
-		# shellcheck disable=SC2086
-		(cd "$tmp" && apt-get download -q $pkgs >/dev/null) || die "apt-get download $pkgs failed"
-	fi
-	mkdir "$tmp/root"
-	for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$tmp/root"; done
-	rm -rf "$debs" && mv "$tmp" "$debs" && touch "$debs/.done"
-fi
+# shellcheck disable=SC2086
+fetch_debs "$debs" $pkgs
 root=$debs/root
 
 build() { # $1 = output cpio
@@ -72,21 +61,15 @@ build() { # $1 = output cpio
 	printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$st/etc/group"
 	printf '%s\n' 'passwd: files' 'group: files' 'hosts: files' 'services: files' 'protocols: files' 'rpc: files' >"$st/etc/nsswitch.conf"
 	[ -e /etc/rpc ] && cp /etc/rpc "$st/etc/rpc" || cp "$root/etc/rpc" "$st/etc/rpc" 2>/dev/null || true
-	local m ko
-	for m in $modules; do
-		modprobe -d "$kdir" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" { print $2 }'
-	done | awk '!seen[$0]++' | while read -r ko; do
-		local rel=${ko#"$kdir"/}
-		install -D -m 644 "$ko" "$st/$rel"
-		echo "/$rel" >>"$st/vmtest/nfsd/modules"
-	done
+	# shellcheck disable=SC2086
+	pack_modules "$kver" "$kdir" "$st" vmtest/nfsd/modules $modules
 	(cd "$st" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$1.tmp"
 	mv "$1.tmp" "$1"
 	rm -rf "$st"
 }
 key=$( {
 	echo "$kver"
-	cat "${BASH_SOURCE[0]}"
+	cat "${BASH_SOURCE[0]}" "$here/guestpkgs.sh"
 	ls "$debs"/*.deb
 	dpkg-query -W libc6 $host_libs 2>&1 || true
 } | sha256sum | cut -c1-16)

@@ -52,9 +52,16 @@ type Node struct {
 	HoldfastLog, DockerdLog string
 	// holdfast is the running plugin, to kill and restart.
 	holdfast *exec.Cmd
-	args     []string
-	prefix   []string // ip netns exec nN, for a node in a namespace
-	mu       sync.Mutex
+	// holdfastDone and dockerdDone close when the process exits.
+	holdfastDone, dockerdDone chan struct{}
+	dockerd                   *exec.Cmd
+	args                      []string
+	prefix                    []string // nsenter into the node's namespaces
+	dir                       string
+	mu                        sync.Mutex
+	// Global is a Swarm node's second holdfast, with --scope global, at
+	// the socket holdfast-global.sock (used as --driver holdfast-global).
+	Global *Node
 }
 
 var (
@@ -85,39 +92,11 @@ func Start(t testing.TB) *Node {
 	return node
 }
 
-func run(name string, args ...string) error {
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return nil
-}
-
-func mounted(dir string) bool {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && f[4] == dir {
-			return true
-		}
-	}
-	return false
-}
-
 // Prepare loads the modules and mounts the 9p share and cgroup2; done
 // once per guest, by Start and by the Swarm set-up.
 func Prepare() error {
-	b, err := os.ReadFile(modulesList)
-	if err != nil {
+	if err := guest.LoadModules(modulesList); err != nil {
 		return err
-	}
-	for _, ko := range strings.Fields(string(b)) {
-		name := strings.ReplaceAll(strings.TrimSuffix(filepath.Base(ko), ".ko"), "-", "_")
-		if _, err := os.Stat("/sys/module/" + name); err == nil {
-			continue
-		}
-		if err := run("insmod", ko); err != nil {
-			return err
-		}
 	}
 	// The kernel calls /sbin/modprobe for ext4's crc32c and the like.
 	for _, m := range []string{"/usr/sbin/modprobe", "/sbin/modprobe", "/usr/bin/modprobe", "/bin/modprobe"} {
@@ -126,7 +105,7 @@ func Prepare() error {
 			break
 		}
 	}
-	if !mounted(Stage) {
+	if !guest.Mounted(Stage) {
 		if err := os.MkdirAll(Stage, 0o755); err != nil {
 			return err
 		}
@@ -134,7 +113,7 @@ func Prepare() error {
 			return fmt.Errorf("mount the 9p share on %s (vmtest/run.sh shares it with VMTEST_DOCKER=1): %w", Stage, err)
 		}
 	}
-	if !mounted("/sys/fs/cgroup") {
+	if !guest.Mounted("/sys/fs/cgroup") {
 		if err := unix.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, ""); err != nil {
 			return fmt.Errorf("mount cgroup2: %w", err)
 		}
@@ -192,7 +171,7 @@ func startNode() (*Node, error) {
 // exec n1 ...), with its own paths under dir; StartNode starts it.
 func NewNode(name string, prefix []string, dir string, scope string) *Node {
 	return &Node{
-		Name: name, Host: "unix://" + dir + "/docker.sock", prefix: prefix,
+		Name: name, Host: "unix://" + dir + "/docker.sock", prefix: prefix, dir: dir,
 		HoldfastLog: dir + "/holdfast.log", DockerdLog: dir + "/dockerd.log",
 		args: []string{"--socket", "/run/docker/plugins/holdfast.sock", "--root", dir + "/holdfast",
 			"--key-dir", dir + "/keys", "--nfs-timeout", NFSTimeout.String(), "--log-level", "debug", "--scope", scope},
@@ -215,16 +194,19 @@ func (n *Node) StartHoldfast() error {
 		return err
 	}
 	defer f.Close()
+	sock := n.args[1]
+	// A killed holdfast leaves its socket: wait for the new one.
+	if err := n.command("rm", "-f", sock).Run(); err != nil {
+		return fmt.Errorf("remove holdfast's old socket %s: %w", sock, err)
+	}
 	c := n.command(Holdfast, n.args...)
 	c.Stdout, c.Stderr = f, f
 	if err := c.Start(); err != nil {
 		return err
 	}
-	n.holdfast = c
-	go c.Wait()
-	sock := n.args[1]
+	n.holdfast, n.holdfastDone = c, waitFor(c)
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if n.prefix != nil || socketUp(sock) {
+		if n.prefix != nil && n.command("test", "-S", sock).Run() == nil || n.prefix == nil && socketUp(sock) {
 			return nil
 		}
 	}
@@ -243,7 +225,47 @@ func (n *Node) KillHoldfast() error {
 	if n.holdfast == nil || n.holdfast.Process == nil {
 		return fmt.Errorf("holdfast is not running")
 	}
-	return n.holdfast.Process.Kill()
+	if err := n.holdfast.Process.Kill(); err != nil {
+		return err
+	}
+	<-n.holdfastDone
+	return nil
+}
+
+// waitFor reaps c and returns a channel closed when it has exited.
+func waitFor(c *exec.Cmd) chan struct{} {
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	return done
+}
+
+// Stop stops the node's dockerd, then its holdfast, each with SIGTERM and
+// after 30 s SIGKILL, and waits for them to exit.
+func (n *Node) Stop() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var errs []string
+	for _, p := range []struct {
+		name string
+		c    *exec.Cmd
+		done chan struct{}
+	}{{"dockerd", n.dockerd, n.dockerdDone}, {"holdfast", n.holdfast, n.holdfastDone}} {
+		if p.c == nil || p.c.Process == nil {
+			continue
+		}
+		p.c.Process.Signal(unix.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			p.c.Process.Kill()
+			<-p.done
+			errs = append(errs, p.name+" did not stop within 30 s of SIGTERM")
+		}
+	}
+	if errs != nil {
+		return fmt.Errorf("node %s: %s", n.Name, strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 func (n *Node) startDockerd(extra []string) error {
@@ -262,7 +284,7 @@ func (n *Node) startDockerd(extra []string) error {
 	if err := c.Start(); err != nil {
 		return err
 	}
-	go c.Wait()
+	n.dockerd, n.dockerdDone = c, waitFor(c)
 	return n.waitDockerd(90 * time.Second)
 }
 

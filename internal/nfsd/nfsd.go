@@ -16,10 +16,8 @@
 package nfsd
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -84,15 +82,6 @@ func Start(t testing.TB) *Server {
 	return &Server{}
 }
 
-// run runs a command, returning its combined output in the error.
-func run(name string, args ...string) error {
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return nil
-}
-
 // running reports whether nfsd has threads, that is, serves.
 func running() bool {
 	b, err := os.ReadFile("/proc/fs/nfsd/threads")
@@ -103,22 +92,12 @@ func running() bool {
 	return n > 0
 }
 
-func mounted(dir string) bool {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && f[4] == dir {
-			return true
-		}
-	}
-	return false
-}
-
 func start() error {
-	if mounted("/proc/fs/nfsd") && running() {
+	if guest.Mounted("/proc/fs/nfsd") && running() {
 		return nil // an earlier test binary in this guest started it
 	}
 	t0 := time.Now()
-	if err := loadModules(); err != nil {
+	if err := guest.LoadModules(modulesList); err != nil {
 		return err
 	}
 	for _, d := range []string{"/var/lib/nfs/rpc_pipefs", "/var/lib/nfs/v4recovery", "/var/lib/nfs/sm", "/var/lib/nfs/sm.bak", "/run/rpcbind", Ext4, Tmpfs} {
@@ -137,7 +116,7 @@ func start() error {
 	os.Chown("/var/lib/nfs/sm", 101, 65534) // statd
 	os.Chown("/var/lib/nfs/sm.bak", 101, 65534)
 	os.Chown("/var/lib/nfs/state", 101, 65534)
-	if !mounted(Ext4) {
+	if !guest.Mounted(Ext4) {
 		img := "/tmp/nfsd-ext4.img"
 		if err := os.WriteFile(img, nil, 0o600); err != nil {
 			return err
@@ -146,24 +125,24 @@ func start() error {
 			return err
 		}
 		// Full paths: the tools, not busybox's.
-		if err := run("/usr/sbin/mke2fs", "-q", "-F", "-t", "ext4", img); err != nil {
+		if err := guest.Run("/usr/sbin/mke2fs", "-q", "-F", "-t", "ext4", img); err != nil {
 			return err
 		}
-		if err := run("/usr/sbin/mount", "-o", "loop", img, Ext4); err != nil {
+		if err := guest.Run("/usr/sbin/mount", "-o", "loop", img, Ext4); err != nil {
 			return err
 		}
 	}
-	if !mounted(Tmpfs) {
+	if !guest.Mounted(Tmpfs) {
 		if err := unix.Mount("tmpfs", Tmpfs, "tmpfs", 0, "size=64m,mode=755"); err != nil {
 			return fmt.Errorf("mount tmpfs on %s: %w", Tmpfs, err)
 		}
 	}
-	if !mounted("/proc/fs/nfsd") {
+	if !guest.Mounted("/proc/fs/nfsd") {
 		if err := unix.Mount("nfsd", "/proc/fs/nfsd", "nfsd", 0, ""); err != nil {
 			return fmt.Errorf("mount nfsd: %w", err)
 		}
 	}
-	if !mounted("/var/lib/nfs/rpc_pipefs") {
+	if !guest.Mounted("/var/lib/nfs/rpc_pipefs") {
 		if err := unix.Mount("rpc_pipefs", "/var/lib/nfs/rpc_pipefs", "rpc_pipefs", 0, ""); err != nil {
 			return fmt.Errorf("mount rpc_pipefs: %w", err)
 		}
@@ -174,7 +153,7 @@ func start() error {
 		{"/usr/sbin/rpc.mountd", "--no-udp"},
 		{"/usr/sbin/rpc.statd", "--no-notify"},
 	} {
-		if err := run(c[0], c[1:]...); err != nil {
+		if err := guest.Run(c[0], c[1:]...); err != nil {
 			return err
 		}
 	}
@@ -182,24 +161,6 @@ func start() error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "nfsd: the kernel NFS server serves %s and %s on %s (started in %v)\n", Ext4, Tmpfs, Host, time.Since(t0).Round(time.Millisecond))
-	return nil
-}
-
-// loadModules loads vmtest/nfsd.sh's modules that are not loaded yet.
-func loadModules() error {
-	b, err := os.ReadFile(modulesList)
-	if err != nil {
-		return err
-	}
-	for _, ko := range strings.Fields(string(b)) {
-		name := strings.ReplaceAll(strings.TrimSuffix(filepath.Base(ko), ".ko"), "-", "_")
-		if _, err := os.Stat("/sys/module/" + name); err == nil {
-			continue
-		}
-		if err := run("insmod", ko); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
@@ -211,7 +172,7 @@ func startThreads(off []string, endGrace bool) error {
 	for _, v := range off {
 		args = append(args, "-N", v)
 	}
-	if err := run("/usr/sbin/rpc.nfsd", append(args, "8")...); err != nil {
+	if err := guest.Run("/usr/sbin/rpc.nfsd", append(args, "8")...); err != nil {
 		return err
 	}
 	if !running() {
@@ -230,12 +191,15 @@ func finishGrace() error {
 	return nil
 }
 
-// Export is a directory the server exports to 127.0.0.1.
+// Export is a directory the server exports, to 127.0.0.1 unless made by
+// [Server.ExportTo].
 type Export struct {
 	// Dir is the directory on the server, which is also the export's path.
 	Dir string
 	// Options are its export options.
 	Options string
+	// Client is who may mount it, as exportfs takes it: Host or a subnet.
+	Client string
 }
 
 // Share is the export as a holdfast share= option.
@@ -247,6 +211,13 @@ var unsafe = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 // with options (DefaultExportOptions if empty); both go away when the test
 // ends.
 func (s *Server) Export(t testing.TB, fs, options string) Export {
+	t.Helper()
+	return s.ExportTo(t, fs, Host, options)
+}
+
+// ExportTo is [Server.Export] to client (an address or a subnet such as
+// 192.168.77.0/24), for clients in other network namespaces.
+func (s *Server) ExportTo(t testing.TB, fs, client, options string) Export {
 	t.Helper()
 	if options == "" {
 		options = DefaultExportOptions
@@ -260,8 +231,8 @@ func (s *Server) Export(t testing.TB, fs, options string) Export {
 	if err := os.Mkdir(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	e := Export{Dir: dir, Options: options}
-	if err := run("/usr/sbin/exportfs", "-o", options, Host+":"+dir); err != nil {
+	e := Export{Dir: dir, Options: options, Client: client}
+	if err := guest.Run("/usr/sbin/exportfs", "-o", options, client+":"+dir); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -274,15 +245,22 @@ func (s *Server) Export(t testing.TB, fs, options string) Export {
 // Unexport removes the export, as exportfs -u does, and flushes the
 // kernel's export cache so that clients see it at once.
 func (s *Server) Unexport(e Export) error {
-	if err := run("/usr/sbin/exportfs", "-u", Host+":"+e.Dir); err != nil {
+	if err := guest.Run("/usr/sbin/exportfs", "-u", e.client()+":"+e.Dir); err != nil {
 		return err
 	}
-	return run("/usr/sbin/exportfs", "-f")
+	return guest.Run("/usr/sbin/exportfs", "-f")
 }
 
 // Reexport exports e again with its options.
 func (s *Server) Reexport(e Export) error {
-	return run("/usr/sbin/exportfs", "-o", e.Options, Host+":"+e.Dir)
+	return guest.Run("/usr/sbin/exportfs", "-o", e.Options, e.client()+":"+e.Dir)
+}
+
+func (e Export) client() string {
+	if e.Client == "" {
+		return Host
+	}
+	return e.Client
 }
 
 // Stop stops nfsd's threads: the server no longer answers, as when it is
@@ -290,7 +268,7 @@ func (s *Server) Reexport(e Export) error {
 func (s *Server) Stop() error {
 	mu.Lock()
 	defer mu.Unlock()
-	return run("/usr/sbin/rpc.nfsd", "0")
+	return guest.Run("/usr/sbin/rpc.nfsd", "0")
 }
 
 // Resume starts nfsd's threads again after Stop, with every version, as
@@ -311,7 +289,7 @@ func (s *Server) Without(t testing.TB, versions ...string) {
 	t.Helper()
 	mu.Lock()
 	defer mu.Unlock()
-	if err := run("/usr/sbin/rpc.nfsd", "0"); err != nil {
+	if err := guest.Run("/usr/sbin/rpc.nfsd", "0"); err != nil {
 		t.Fatal(err)
 	}
 	if err := startThreads(versions, true); err != nil {
@@ -320,7 +298,7 @@ func (s *Server) Without(t testing.TB, versions ...string) {
 	t.Cleanup(func() {
 		mu.Lock()
 		defer mu.Unlock()
-		err := run("/usr/sbin/rpc.nfsd", "0")
+		err := guest.Run("/usr/sbin/rpc.nfsd", "0")
 		if err == nil {
 			err = startThreads(nil, true)
 		}
