@@ -119,6 +119,9 @@ func (u *unpacker) unpack(tr *tar.Reader) error {
 			return err
 		}
 	}
+	if u.entryNum == 0 {
+		return fmt.Errorf("%w: the stream holds no entries: it is empty or was cut short at its start", ErrCorrupt)
+	}
 	if u.ours && !u.ended {
 		return fmt.Errorf("%w: the stream ends after %d entries without its end marker: it was cut short", ErrCorrupt, u.entryNum)
 	}

@@ -106,6 +106,8 @@ func TestReadRefusesBadStreams(t *testing.T) {
 		{"truncated header", `after entry`, good[:fileData-300], ErrCorrupt},
 		{"flipped data byte", `does not match the stream's SHA-256`, flipped, ErrCorrupt},
 		{"corrupt header", `after entry`, badHeader, ErrCorrupt},
+		{"cut after the first header", `holds no entries`, good[:1024], ErrCorrupt},
+		{"empty", `holds no entries`, nil, ErrCorrupt},
 		{"not tar", `after entry 0`, bytes.Repeat([]byte("garbage!"), 200), ErrCorrupt},
 		{"existing name", `already holds "keep"`, rawStream(t, reg("new"), reg("keep")), nil},
 	} {
