@@ -70,17 +70,20 @@ plugin: build
 plugin-enable: build
 	plugin/build.sh --enable $(PLUGIN)
 
-# Benchmarks, never timed assertions: B1-B5 and the ceilings on the host
-# (holdfast against the same work without it, side by side in one run; a
-# table on stdout, the same as JSON in bin/bench.json), then the crypt
-# benchmarks in the guest, where LUKS2 runs.
+# Benchmarks, never timed assertions: B1-B5, B4's fio pairs, pgbench in a
+# container (DB) and the ceilings on the host (holdfast against the same
+# work without it, side by side in one run; a table on stdout, the same as
+# JSON in bin/bench.json, the chart in bin/bench.svg), then the crypt
+# benchmarks in the guest, where LUKS2 runs. The suites that use dockerd
+# (B2, DB) take /tmp/holdfast-e2e.lock while they run, as e2e does; the
+# PostgreSQL image is built once from Debian's packages (hack/pgimage.sh).
 bench: deps build
-	@hack/deps.sh fio postgresql
-	@hack/docker.sh engine
+	@hack/deps.sh fio postgresql busybox-static
+	@flock /tmp/holdfast-e2e.lock sh -c 'hack/docker.sh engine && hack/pgimage.sh'
 	$(GO) run ./cmd/holdfast-bench -bin $(BIN) -out bin/bench.json
 	@echo "bench: restarting dockerd, which keeps B2's legacy driver until it restarts (docker volume ls would wait 15 s for it)"
-	@hack/docker.sh restart
-	VMTEST_PKGS=./driver/crypt vmtest/build.sh -run '^$$' -bench . -benchtime 3x
+	@flock /tmp/holdfast-e2e.lock hack/docker.sh restart
+	flock /tmp/holdfast-vm.lock env VMTEST_PKGS=./driver/crypt vmtest/build.sh -run '^$$' -bench . -benchtime 3x
 
 # The long fault suites: 2000 crash rounds (fault/), the power-loss replay
 # in the guest over ext4 and xfs and several workloads (thousands of crash

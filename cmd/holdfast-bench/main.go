@@ -23,7 +23,7 @@ func main() {
 	chart := flag.String("chart", "bin/bench.svg", `where to draw the ratios and their intervals (.svg, .png or .pdf); "" for none`)
 	quick := flag.Bool("quick", false, "a small workload that checks every suite runs")
 	docker := flag.String("docker", c.DockerSock, `dockerd's socket for B2 and pgbench; "" skips them`)
-	only := flag.String("only", "", "comma-separated suites to run: ceilings, control (B1, B3, B5), docker (B2), data (B4), pgbench (DB, only when named: not yet working, its host postgres cannot reach the 0700 --mount-root); default all but pgbench")
+	only := flag.String("only", "", "comma-separated suites to run: ceilings, control (B1, B3, B5), docker (B2), data (B4), pgbench (DB: PostgreSQL in a container); default all")
 	replot := flag.String("replot", "", "draw -chart from this JSON report instead of measuring")
 	flag.Parse()
 	if *replot != "" {

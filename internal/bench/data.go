@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -74,25 +75,9 @@ func Data(p *Plugin, sz DataSizes) (rows []Row, err error) {
 	for _, k := range kinds {
 		ms := fioMeasures(k.file, sz.Runtime)
 		sides := append([]target{k.hf}, baseTargets(k.bases)...)
-		// samples[side][measure][round]
-		samples := make([][][]float64, len(sides))
-		for i := range samples {
-			samples[i] = make([][]float64, len(ms))
-		}
-		for round := range sz.Pairs {
-			for n := range sides {
-				i := n
-				if round%2 == 1 {
-					i = len(sides) - 1 - n
-				}
-				figs, err := runTarget(sides[i], ms)
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", sides[i].name, err)
-				}
-				for m, f := range figs {
-					samples[i][m] = append(samples[i][m], f)
-				}
-			}
+		samples, err := interleave(sides, ms, sz.Pairs)
+		if err != nil {
+			return nil, err
 		}
 		for b, base := range k.bases {
 			for m, measure := range ms {
@@ -130,16 +115,59 @@ func median(x []float64) float64 {
 	return s[len(s)/2]
 }
 
-func runTarget(t target, ms []fioMeasure) ([]float64, error) {
-	dir, teardown, err := t.setup()
-	if err != nil {
-		return nil, err
+// interleave runs the measures on every side, pairs rounds, and returns
+// samples[side][measure][round]. A round mounts every side, then runs
+// each measure on all of them back to back, in an order that reverses
+// from one measure to the next and from one round to the next (ABBA):
+// the two runs of a pair are seconds apart, so a change in the machine's
+// load between them is as small as it can be, and neither side always
+// goes first. The measures run in their order on one file per side
+// (written, read, rewritten, read), removed at the end of the round.
+func interleave(sides []target, ms []fioMeasure, pairs int) ([][][]float64, error) {
+	samples := make([][][]float64, len(sides))
+	for i := range samples {
+		samples[i] = make([][]float64, len(ms))
 	}
-	figs, err := fioRun(dir, ms)
-	if terr := teardown(); err == nil {
-		err = terr
+	for round := range pairs {
+		dirs := make([]string, len(sides))
+		var teardowns []func() error
+		down := func() error {
+			var errs []error
+			for _, t := range slices.Backward(teardowns) {
+				errs = append(errs, t())
+			}
+			return errors.Join(errs...)
+		}
+		for i, s := range sides {
+			dir, teardown, err := s.setup()
+			if err != nil {
+				return nil, errors.Join(fmt.Errorf("%s: %w", s.name, err), down())
+			}
+			dirs[i] = dir
+			teardowns = append(teardowns, teardown)
+		}
+		for m, measure := range ms {
+			for n := range sides {
+				i := n
+				if (round+m)%2 == 1 {
+					i = len(sides) - 1 - n
+				}
+				f, err := fioOnce(dirs[i], measure)
+				if err != nil {
+					return nil, errors.Join(fmt.Errorf("%s: %w", sides[i].name, err), down())
+				}
+				samples[i][m] = append(samples[i][m], f)
+			}
+		}
+		var errs []error
+		for _, d := range dirs {
+			errs = append(errs, os.Remove(filepath.Join(d, fioFile)))
+		}
+		if err := errors.Join(append(errs, down())...); err != nil {
+			return nil, err
+		}
 	}
-	return figs, err
+	return samples, nil
 }
 
 // ramPlugin starts a second holdfast whose --root is a tmpfs big enough

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -65,30 +66,33 @@ func fioMeasures(size int64, runtime time.Duration) []fioMeasure {
 	}
 }
 
-// fioRun runs the measures in order on one file in dir and returns their
-// figures; the file is removed at the end.
-func fioRun(dir string, ms []fioMeasure) ([]float64, error) {
-	file := filepath.Join(dir, "fio.data")
-	defer os.Remove(file)
-	out := make([]float64, len(ms))
-	for i, m := range ms {
-		if err := dropCaches(); err != nil {
-			return nil, err
-		}
-		j, err := fio(file, m.name, m.args)
-		if err != nil {
-			return nil, err
-		}
-		if out[i] = m.rate(j); out[i] <= 0 {
-			return nil, fmt.Errorf("fio %s on %s: no rate in its output", m.name, dir)
-		}
+// fioFile is the file the measures run on, in the directory measured.
+const fioFile = "fio.data"
+
+// fioOnce drops the page cache and runs one measure on dir's fio file.
+func fioOnce(dir string, m fioMeasure) (float64, error) {
+	if err := dropCaches(); err != nil {
+		return 0, err
 	}
-	return out, os.Remove(file)
+	j, err := fio(filepath.Join(dir, fioFile), m.name, m.args)
+	if err != nil {
+		return 0, err
+	}
+	f := m.rate(j)
+	if f <= 0 {
+		return 0, fmt.Errorf("fio %s on %s: no rate in its output", m.name, dir)
+	}
+	return f, nil
 }
+
+// fioCPU is the CPU fio is pinned to (taskset): the last one, so that a
+// run is not moved between cores halfway and every run sees the same
+// core's caches.
+func fioCPU() string { return fmt.Sprint(runtime.NumCPU() - 1) }
 
 // fio runs one job on file and parses its JSON output.
 func fio(file, name string, args []string) (fioJob, error) {
-	cmd := exec.Command("fio", append([]string{"--name=" + name, "--filename=" + file, "--output-format=json"}, args...)...)
+	cmd := exec.Command("taskset", append([]string{"-c", fioCPU(), "fio", "--name=" + name, "--filename=" + file, "--output-format=json"}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

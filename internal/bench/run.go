@@ -29,8 +29,11 @@ type Config struct {
 	// DockerDriver is the legacy plugin name B2 registers
 	// (/run/docker/plugins/NAME.sock).
 	DockerDriver string
+	// DockerLock is the file whose flock every user of the host's dockerd
+	// holds while it does (the end-to-end suite takes it too); "" for none.
+	DockerLock string
 	// Only, when not empty, names the suites to run: ceilings, control,
-	// docker, data, pgbench (pgbench only when named).
+	// docker, data, pgbench.
 	Only []string
 }
 
@@ -38,10 +41,11 @@ type Config struct {
 func Full() Config {
 	return Config{
 		Cycles: 2000, Volumes: 10000, Pairs: 200,
-		Data:        DataSizes{File: 256 << 20, CryptFile: 64 << 20, Runtime: 2 * time.Second, Pairs: 6},
+		Data:        DataSizes{File: 128 << 20, CryptFile: 64 << 20, Runtime: time.Second, Pairs: 10},
 		PG:          PGSizes{Scale: 10, Clients: 4, Runtime: 8 * time.Second, Pairs: 6},
 		CeilingTime: time.Second,
 		DockerSock:  "/var/run/docker.sock", DockerDriver: "holdfast-bench",
+		DockerLock: "/tmp/holdfast-e2e.lock",
 	}
 }
 
@@ -73,20 +77,25 @@ func Run(c Config, progress func(string)) *Report {
 			return withPlugin(c.Bin, dir, "", func(p *Plugin) ([]Row, error) { return Data(p, c.Data) })
 		}},
 		{"pgbench", func(dir string) ([]Row, error) {
-			return withPlugin(c.Bin, dir, "", func(p *Plugin) ([]Row, error) { return PGBench(p, NewEngine(c.DockerSock), c.PG) })
+			return withPlugin(c.Bin, dir, pluginSock(c.DockerDriver), func(*Plugin) ([]Row, error) { return PGBench(c.DockerSock, c.DockerDriver, c.PG) })
 		}},
 	}
 	for i, s := range suites {
-		// pgbench runs only when named: its postgres runs on the host as
-		// user postgres, who cannot reach holdfast's 0700 --mount-root; it
-		// has to move into a container first.
-		if ((s.name == "docker" || s.name == "pgbench") && c.DockerSock == "") || (len(c.Only) > 0 && !slices.Contains(c.Only, s.name)) ||
-			(s.name == "pgbench" && !slices.Contains(c.Only, s.name)) {
+		if ((s.name == "docker" || s.name == "pgbench") && c.DockerSock == "") || (len(c.Only) > 0 && !slices.Contains(c.Only, s.name)) {
 			continue
 		}
 		progress(s.name)
 		dir := filepath.Join(c.Dir, fmt.Sprint(i))
+		unlock := func() {}
+		if s.name == "docker" || s.name == "pgbench" {
+			var err error
+			if unlock, err = lock(c.DockerLock, progress); err != nil {
+				r.Fail(s.name, err)
+				continue
+			}
+		}
 		rows, err := s.run(dir)
+		unlock()
 		if cerr := cleanDir(dir); err == nil {
 			err = cerr
 		}
@@ -99,15 +108,32 @@ func Run(c Config, progress func(string)) *Report {
 	return r
 }
 
+// lock takes an exclusive flock on path, saying so when it has to wait;
+// "" takes none.
+func lock(path string, progress func(string)) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("dockerd's lock: %w", err)
+	}
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		progress("... waiting for " + path + " (another user of dockerd holds it)")
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("flock %s: %w", path, err)
+		}
+	}
+	return func() { f.Close() }, nil
+}
+
 func dockerSuite(c Config, dir string) ([]Row, error) {
 	e := NewEngine(c.DockerSock)
 	if err := e.Ping(); err != nil {
 		return nil, fmt.Errorf("dockerd does not answer on %s (start it with hack/docker.sh engine): %w", c.DockerSock, err)
 	}
-	sock := filepath.Join("/run/docker/plugins", c.DockerDriver+".sock")
-	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
-		return nil, err
-	}
+	sock := pluginSock(c.DockerDriver)
 	floorName := c.DockerDriver + "-floor"
 	floor, err := StartFloor(filepath.Join(dir, "floor"), filepath.Join("/run/docker/plugins", floorName+".sock"))
 	if err != nil {
@@ -120,11 +146,21 @@ func dockerSuite(c Config, dir string) ([]Row, error) {
 	return rows, err
 }
 
+// pluginSock is where dockerd finds the legacy plugin named driver.
+func pluginSock(driver string) string {
+	return filepath.Join("/run/docker/plugins", driver+".sock")
+}
+
 // withPlugin runs fn against a holdfast started in dir, then removes every
 // volume it has and stops it.
 func withPlugin(bin, dir, sock string, fn func(*Plugin) ([]Row, error)) ([]Row, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
+	}
+	if sock != "" {
+		if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+			return nil, err
+		}
 	}
 	p, err := StartPlugin(bin, dir, sock)
 	if err != nil {
