@@ -21,6 +21,7 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
+	"github.com/holdfast/holdfast/driver/loop"
 	"github.com/holdfast/holdfast/driver/nfs"
 	"github.com/holdfast/holdfast/server"
 )
@@ -289,6 +290,7 @@ func run(c *config) error {
 			driver.TypeBind: &driver.Bind{Mounter: mounter, Allowed: bindPaths(c.bindPaths), Private: map[string]string{
 				"--root": resolvePath(c.root), "--mount-root": resolvePath(c.mountRoot), "--key-dir": resolvePath(c.keyDir)}},
 			"crypt":     &crypt.Backend{Mounter: mounter, KeyDir: c.keyDir},
+			"loop":      &loop.Backend{Mounter: mounter},
 			nfs.TypeNFS: nfs.New(mounter, c.nfsTimeout, log.WithField("type", nfs.TypeNFS)),
 			nfs.TypeNFS4: &nfs.Backend{Mounter: mounter, Timeout: c.nfsTimeout, Type: nfs.TypeNFS4,
 				Log: log.WithField("type", nfs.TypeNFS4)},
