@@ -32,6 +32,7 @@ func typeCases() []typeCase {
 	cases := []typeCase{
 		{"local", map[string]string{"type": "local"}},
 		{"tmpfs", map[string]string{"type": "tmpfs", "size": "4m"}},
+		{"loop", map[string]string{"type": "loop", "size": "16m"}},
 	}
 	if cryptMissing() == "" {
 		cases = append(cases, typeCase{"crypt", map[string]string{"type": "crypt", "size": "32m"}})
