@@ -231,6 +231,15 @@ func conflictCases() []conflictCase {
 			canon:  func(i int) string { return strconv.Itoa((i + 1) << 20) },
 			winner: sizeOf,
 		},
+		{
+			typ: "loop",
+			opts: func(i int) map[string]string {
+				return map[string]string{"type": "loop", "size": fmt.Sprintf("%dm", 16+i)}
+			},
+			option: "size",
+			canon:  func(i int) string { return strconv.Itoa((16 + i) << 20) },
+			winner: sizeOf,
+		},
 	}
 	if cryptMissing() == "" {
 		cases = append(cases, conflictCase{
