@@ -1,5 +1,5 @@
-// Command holdfast is a Docker volume plugin: local, tmpfs, bind, nfs and
-// encrypted volumes served over Docker's volume plugin protocol.
+// Command holdfast is a Docker volume plugin: local, tmpfs, bind, loop, nfs
+// and encrypted volumes served over Docker's volume plugin protocol.
 package main
 
 import (
