@@ -12,9 +12,10 @@ BIN     := bin/holdfast
 # cryptsetup where the kernel has dm-crypt, losetup for the tests.
 HOST_PKGS := e2fsprogs xfsprogs cryptsetup-bin util-linux kmod
 
-# Packages whose tests need dm-crypt or the kernel NFS client: they run as
-# root in a qemu guest booting Debian's kernel (vmtest/).
-VMTEST_PKGS  ?= ./vmtest/selftest ./driver/crypt ./driver/nfs ./fault/powerloss
+# Packages whose tests need dm-crypt, the kernel NFS client or Debian's own
+# kernel (loopdev's interrupted allocation): they run as root in a qemu
+# guest booting Debian's kernel (vmtest/).
+VMTEST_PKGS  ?= ./vmtest/selftest ./internal/loopdev ./driver/crypt ./driver/nfs ./fault/powerloss
 VMTEST_FLAGS ?= -v
 
 # Name of the managed plugin `make plugin` creates.

@@ -147,6 +147,7 @@ func TestCreateBadInputLeavesNothing(t *testing.T) {
 		{"x", nil, "names must be", ErrInvalidName},
 		{"vol", map[string]string{"type": "qux"}, `unknown volume type "qux": known types are local, tmpfs`, ErrUnknownType},
 		{"vol", map[string]string{"type": "zfs"}, `type=zfs: holdfast does not mount block devices or arbitrary filesystems`, ErrUnknownType},
+		{"vol", map[string]string{"type": "ext4"}, `or type=loop (fs=ext4 or fs=xfs, with a size) for a filesystem of its own that holdfast makes and manages`, ErrUnknownType},
 		{"vol", map[string]string{"type": ""}, `unknown volume type ""`, ErrUnknownType},
 		{"vol", map[string]string{"size": "1g"}, `invalid option "size" for type=local: size= without a type asks Docker's local driver for a project quota`, ErrInvalidOption},
 		{"vol", map[string]string{"uidd": "1"}, `invalid option "uidd" for type=local: valid options are gid, mode, type, uid`, ErrInvalidOption},

@@ -44,7 +44,7 @@ func unknownType(typ string, raw map[string]string, known []string) error {
 		if raw["device"] != "" {
 			device = " (device=" + raw["device"] + ")"
 		}
-		return errorf(ErrUnknownType, "type=%s: holdfast does not mount block devices or arbitrary filesystems%s; use --driver local (driver: local in compose) for that, or type=crypt for an encrypted filesystem holdfast makes and manages; known types are %s", typ, device, strings.Join(known, ", "))
+		return errorf(ErrUnknownType, "type=%s: holdfast does not mount block devices or arbitrary filesystems%s; use --driver local (driver: local in compose) for that, or type=loop (fs=ext4 or fs=xfs, with a size) for a filesystem of its own that holdfast makes and manages, type=crypt for an encrypted one; known types are %s", typ, device, strings.Join(known, ", "))
 	}
 	return errorf(ErrUnknownType, "unknown volume type %q: known types are %s (and type=none for a bind mount, as with Docker's local driver)", typ, strings.Join(known, ", "))
 }

@@ -32,6 +32,7 @@ func typeCases() []typeCase {
 	cases := []typeCase{
 		{"local", map[string]string{"type": "local"}},
 		{"tmpfs", map[string]string{"type": "tmpfs", "size": "4m"}},
+		{"loop", map[string]string{"type": "loop", "size": "16m"}},
 	}
 	if cryptMissing() == "" {
 		cases = append(cases, typeCase{"crypt", map[string]string{"type": "crypt", "size": "32m"}})
@@ -228,6 +229,15 @@ func conflictCases() []conflictCase {
 			},
 			option: "size",
 			canon:  func(i int) string { return strconv.Itoa((i + 1) << 20) },
+			winner: sizeOf,
+		},
+		{
+			typ: "loop",
+			opts: func(i int) map[string]string {
+				return map[string]string{"type": "loop", "size": fmt.Sprintf("%dm", 16+i)}
+			},
+			option: "size",
+			canon:  func(i int) string { return strconv.Itoa((16 + i) << 20) },
 			winner: sizeOf,
 		},
 	}

@@ -36,8 +36,8 @@ type volSpec struct {
 
 func (s volSpec) typ() string { return s.opts["type"] }
 
-// crashSpecs are the volumes of the crash run: few crypt ones, since mkfs
-// is the slowest request.
+// crashSpecs are the volumes of the crash run: few crypt and loop ones,
+// since mkfs is the slowest request.
 var crashSpecs = []volSpec{
 	{volPrefix + "l0", map[string]string{"type": "local"}},
 	{volPrefix + "l1", map[string]string{"type": "local", "uid": "1000", "gid": "1000", "mode": "0750"}},
@@ -46,6 +46,7 @@ var crashSpecs = []volSpec{
 	{volPrefix + "t1", map[string]string{"type": "tmpfs", "size": "4m", "mode": "0700"}},
 	{volPrefix + "c0", map[string]string{"type": "crypt", "size": "32m"}},
 	{volPrefix + "c1", map[string]string{"type": "crypt", "size": "32m", "mode": "0700"}},
+	{volPrefix + "o0", map[string]string{"type": "loop", "size": "16m", "uid": "1000"}},
 }
 
 // request is one request of the workload.

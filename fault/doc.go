@@ -6,8 +6,8 @@
 // The suites (issue 6):
 //
 //   - R1, crash consistency (crash_test.go): several clients issue random
-//     Create, Mount, Unmount and Remove requests on local, tmpfs and crypt
-//     volumes while the plugin is killed with SIGKILL at a random moment and
+//     Create, Mount, Unmount and Remove requests on local, tmpfs, loop and
+//     crypt volumes while the plugin is killed with SIGKILL at a random moment and
 //     restarted on the same state, round after round. A model tracks what
 //     each acknowledged request did; a request in flight at the kill may
 //     have happened or not, and the model takes what the restarted plugin

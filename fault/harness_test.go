@@ -588,8 +588,8 @@ type volState struct {
 
 // leakProblems compares the kernel and the files under the plugin's
 // directories with want, the volumes that exist: only volumes with leases
-// are mounted, each once (crypt: its filesystem once too, on one loop
-// device); no other mount, loop device or holdfast mapping; no file under
+// are mounted, each once (crypt and loop: the filesystem once too, on one
+// loop device); no other mount, loop device or holdfast mapping; no file under
 // --root, --mount-root or --key-dir that belongs to no volume, and an
 // empty trash.
 func (p *plugin) leakProblems(want map[string]volState) []string {
@@ -612,7 +612,7 @@ func (p *plugin) mountProblems(want map[string]volState) []string {
 			continue
 		}
 		expect[p.mountpoint(name)] = name
-		if s.typ == "crypt" {
+		if onImage(s.typ) {
 			expect[p.stagingDir(name)] = name
 		}
 	}
@@ -637,8 +637,12 @@ func (p *plugin) mountProblems(want map[string]volState) []string {
 	return probs
 }
 
-// loopProblems checks that only crypt volumes with leases have a loop
-// device, one each.
+// onImage says whether volumes of typ live in an image file attached to a
+// loop device while in use, mounted at the staging directory.
+func onImage(typ string) bool { return typ == "crypt" || typ == "loop" }
+
+// loopProblems checks that only crypt and loop volumes with leases have a
+// loop device, one each.
 func (p *plugin) loopProblems(want map[string]volState) []string {
 	loops, err := loopsUnder(p.root)
 	if err != nil {
@@ -653,14 +657,14 @@ func (p *plugin) loopProblems(want map[string]volState) []string {
 		name := filepath.Base(filepath.Dir(file))
 		s, ok := want[name]
 		switch {
-		case !ok || file != p.backingFile(name) || s.typ != "crypt" || s.leases == 0:
+		case !ok || file != p.backingFile(name) || !onImage(s.typ) || s.leases == 0:
 			probs = append(probs, fmt.Sprintf("leaked loop device %v on %s", devs, file))
 		case len(devs) > 1:
 			probs = append(probs, fmt.Sprintf("%s has %d loop devices %v; want one", name, len(devs), devs))
 		}
 	}
 	for name, s := range want {
-		if s.typ == "crypt" && s.leases > 0 && len(count[p.backingFile(name)]) == 0 {
+		if onImage(s.typ) && s.leases > 0 && len(count[p.backingFile(name)]) == 0 {
 			probs = append(probs, fmt.Sprintf("%s is in use but no loop device holds %s", name, p.backingFile(name)))
 		}
 	}
@@ -674,6 +678,7 @@ var volumeFiles = map[string]struct{ may, must []string }{
 	"local": {may: []string{".holdfast-volume", "data"}, must: []string{".holdfast-volume", "data"}},
 	"tmpfs": {may: []string{".holdfast-volume"}, must: []string{".holdfast-volume"}},
 	"crypt": {may: []string{".holdfast-volume", "backing.img", "fs"}, must: []string{".holdfast-volume", "backing.img"}},
+	"loop":  {may: []string{".holdfast-volume", "backing.img", "fs"}, must: []string{".holdfast-volume", "backing.img"}},
 }
 
 // rootProblems checks the files under --root and --mount-root: the top of

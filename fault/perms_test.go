@@ -248,6 +248,11 @@ func lockedOut(t *testing.T, p *plugin, tc typeCase) {
 		targets = append(targets,
 			target{filepath.Join(volDir, "data"), dirPath, ""},
 			target{filepath.Join(volDir, "data", "known.txt"), filePath, content})
+	case "loop":
+		targets = append(targets,
+			target{p.backingFile(name), filePath, ""},
+			target{p.stagingDir(name), dirPath, ""},
+			target{filepath.Join(p.stagingDir(name), "data", "known.txt"), filePath, content})
 	case "crypt":
 		targets = append(targets,
 			target{p.backingFile(name), filePath, ""},

@@ -8,6 +8,7 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
+	"github.com/holdfast/holdfast/driver/loop"
 	"github.com/holdfast/holdfast/internal/failpoint"
 	"github.com/holdfast/holdfast/internal/sweep"
 )
@@ -24,6 +25,7 @@ func TestFailureSweep(t *testing.T) {
 			{Label: "local", Opts: map[string]string{"type": "local", "uid": "1000", "mode": "0750"}, Keeps: true},
 			{Label: "tmpfs", Opts: map[string]string{"type": "tmpfs", "size": "8m"}},
 			{Label: "crypt-fscrypt", Opts: map[string]string{"type": "crypt", "size": "32m", "engine": "fscrypt"}, Keeps: true},
+			{Label: "loop", Opts: map[string]string{"type": "loop", "size": "16m", "uid": "1000", "mode": "0750"}, Keeps: true},
 		},
 		New:  newSweptDriver,
 		Full: os.Getenv("HOLDFAST_SOAK") == "1",
@@ -44,6 +46,7 @@ func newSweptDriver(t *testing.T, dirs sweep.Dirs, faults *failpoint.Set, boot s
 			"local": &driver.Local{Mounter: m, Faults: faults},
 			"tmpfs": &driver.Tmpfs{Mounter: m, DefaultSize: "8m"},
 			"crypt": &crypt.Backend{Mounter: m, KeyDir: dirs.KeyDir, Faults: faults},
+			"loop":  &loop.Backend{Mounter: m, Faults: faults},
 		},
 	})
 }

@@ -1,5 +1,5 @@
-// Command holdfast is a Docker volume plugin: local, tmpfs, bind, nfs and
-// encrypted volumes served over Docker's volume plugin protocol.
+// Command holdfast is a Docker volume plugin: local, tmpfs, bind, loop, nfs
+// and encrypted volumes served over Docker's volume plugin protocol.
 package main
 
 import (
@@ -23,6 +23,7 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
+	"github.com/holdfast/holdfast/driver/loop"
 	"github.com/holdfast/holdfast/driver/nfs"
 	"github.com/holdfast/holdfast/internal/metrics"
 	"github.com/holdfast/holdfast/internal/usage"
@@ -342,6 +343,7 @@ func run(c *config) error {
 			driver.TypeBind: &driver.Bind{Mounter: mounter, Allowed: bindPaths(c.bindPaths), Private: map[string]string{
 				"--root": resolvePath(c.root), "--mount-root": resolvePath(c.mountRoot), "--key-dir": resolvePath(c.keyDir)}},
 			"crypt": &crypt.Backend{Mounter: mounter, KeyDir: c.keyDir},
+			"loop":  &loop.Backend{Mounter: mounter},
 			nfs.TypeNFS: &nfs.Backend{Mounter: mounter, Timeout: c.nfsTimeout, Counters: m,
 				Log: log.WithField("type", nfs.TypeNFS)},
 			nfs.TypeNFS4: &nfs.Backend{Mounter: mounter, Timeout: c.nfsTimeout, Type: nfs.TypeNFS4, Counters: m,

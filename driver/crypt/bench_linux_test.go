@@ -11,6 +11,8 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/loopdev"
 )
 
 // benchEngine is the engine the benchmarks use: LUKS in the guest,
@@ -126,14 +128,14 @@ type plainLoop struct {
 func newPlainLoop(b *testing.B, size int64) *plainLoop {
 	dir := b.TempDir()
 	p := &plainLoop{b: b, file: filepath.Join(dir, "plain.img"), mnt: filepath.Join(dir, "mnt")}
-	require.NoError(b, makeImage(p.file, size))
-	require.NoError(b, mkfs(b.Context(), p.file, "ext4", false))
+	require.NoError(b, loopdev.AllocateImage(p.file, size))
+	require.NoError(b, loopdev.Mkfs(b.Context(), p.file, loopdev.FSExt4))
 	require.NoError(b, os.Mkdir(p.mnt, 0o755))
 	return p
 }
 
 func (p *plainLoop) mount() string {
-	loop, err := attachLoop(p.file)
+	loop, err := loopdev.Attach(p.file)
 	require.NoError(p.b, err)
 	defer loop.Close()
 	require.NoError(p.b, unix.Mount(loop.Path, p.mnt, "ext4", nodevNosuid, ""))

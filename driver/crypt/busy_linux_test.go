@@ -17,6 +17,7 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/guest"
+	"github.com/holdfast/holdfast/internal/loopdev"
 )
 
 // A last Unmount while a process still holds the volume (its working
@@ -84,7 +85,7 @@ func testBusyLastUnmount(t *testing.T, engine, hold string) {
 	sh.Wait()
 	r.unmount(name, "b")
 	require.Eventually(t, func() bool {
-		loops, err := loopsOf(r.backing(name))
+		loops, err := loopdev.Find(r.backing(name))
 		return err == nil && len(loops) == 0 && len(r.mappings(name)) == 0
 	}, 10*time.Second, 20*time.Millisecond, "the kernel releases the devices once the holder is gone")
 	r.requireLocked(name)

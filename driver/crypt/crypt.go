@@ -11,12 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/failpoint"
+	"github.com/holdfast/holdfast/internal/loopdev"
 )
 
 // Engines.
@@ -152,7 +152,7 @@ func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
 	if err := b.step("allocate backing file"); err != nil {
 		return err
 	}
-	if err := makeImage(backingFile(v), driver.Size(v.Options)); err != nil {
+	if err := loopdev.AllocateImage(backingFile(v), driver.Size(v.Options)); err != nil {
 		return driver.RootFull(err, v)
 	}
 	if eng == EngineLUKS {
@@ -182,7 +182,11 @@ func (b *Backend) format(ctx context.Context, v *driver.Volume, key []byte) erro
 	if err := b.step("mkfs"); err != nil {
 		return err
 	}
-	if err := mkfs(ctx, dev, v.Options["fs"], v.Info[infoEngine] == EngineFscrypt); err != nil {
+	var features []string
+	if v.Info[infoEngine] == EngineFscrypt {
+		features = []string{"encrypt"}
+	}
+	if err := loopdev.Mkfs(ctx, dev, v.Options["fs"], features...); err != nil {
 		return err
 	}
 	if err := b.mountFS(dev, v); err != nil {
@@ -257,22 +261,11 @@ func (b *Backend) open(ctx context.Context, v *driver.Volume, key []byte) (strin
 
 // loop returns the loop device already attached to the backing file, or
 // attaches one.
-func (b *Backend) loop(v *driver.Volume) (*loopDev, error) {
+func (b *Backend) loop(v *driver.Volume) (*loopdev.Device, error) {
 	if err := b.step("attach loop device"); err != nil {
 		return nil, err
 	}
-	devs, err := loopsOf(backingFile(v))
-	if err != nil {
-		return nil, err
-	}
-	if len(devs) > 0 {
-		f, err := os.OpenFile(devs[0], os.O_RDWR, 0)
-		if err != nil {
-			return nil, fmt.Errorf("open %s: %w", devs[0], err)
-		}
-		return &loopDev{Path: devs[0], f: f}, nil
-	}
-	return attachLoop(backingFile(v))
+	return loopdev.Acquire(backingFile(v))
 }
 
 func (b *Backend) mountFS(dev string, v *driver.Volume) error {
@@ -399,7 +392,7 @@ func (b *Backend) teardown(ctx context.Context, v *driver.Volume) error {
 	if err := b.step("detach loop device"); err != nil {
 		errs = append(errs, err)
 	} else {
-		errs = append(errs, detachLoops(backingFile(v)))
+		errs = append(errs, loopdev.Detach(backingFile(v)))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("lock volume %s: %w", v.Name, err)
@@ -484,53 +477,4 @@ func keyDescription(v *driver.Volume) string {
 		return "keyfile " + name
 	}
 	return "generated " + generatedName(v.Name)
-}
-
-// makeImage creates file with the given size and all its blocks allocated,
-// so that the volume can never need room the filesystem holding --root
-// no longer has: a sparse image that outgrows it loses writes the volume's
-// filesystem has already accepted. Where that filesystem cannot allocate
-// ahead (EOPNOTSUPP), the file stays sparse.
-func makeImage(file string, size int64) error {
-	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("create backing file: %w", err)
-	}
-	// A long allocation (tmpfs zeroes every page) gives up with EINTR when
-	// a signal arrives, such as the Go runtime's: it is retried, a bounded
-	// number of times.
-	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
-	for try := 0; errors.Is(err, unix.EINTR) && try < 100; try++ {
-		err = unix.Fallocate(int(f.Fd()), 0, 0, size)
-	}
-	if errors.Is(err, unix.EOPNOTSUPP) {
-		err = f.Truncate(size)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("allocate the %d MiB backing file: %w", size>>20, err)
-	}
-	return nil
-}
-
-// mkfs makes the filesystem: 4 KiB blocks (fscrypt needs the page size),
-// no reserved blocks (the size limit is the user's), and no discard, which
-// on a loop device would punch the allocated backing file full of holes.
-func mkfs(ctx context.Context, dev, fs string, encrypt bool) error {
-	args := []string{"-q", "-F", "-b", "4096", "-m", "0", "-E", "nodiscard"}
-	if encrypt {
-		args = append(args, "-O", "encrypt")
-	}
-	prog := "mkfs.ext4"
-	if fs == "xfs" {
-		prog, args = "mkfs.xfs", []string{"-q", "-f", "-K"}
-	}
-	out, err := runCmd(ctx, prog, append(args, dev)...)
-	if err != nil {
-		msg, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
-		return fmt.Errorf("%s: %w: %s", prog, err, msg)
-	}
-	return nil
 }

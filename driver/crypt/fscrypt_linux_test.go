@@ -11,6 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/loopdev"
 )
 
 // TestFscryptVolume runs the crypt suite with fscrypt on the host kernel.
@@ -86,7 +88,7 @@ func TestLeftoverLoopIsDetachedAtStart(t *testing.T) {
 	out, err := exec.Command("losetup", "--find", "--show", r.backing("crashy")).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	t.Cleanup(func() { exec.Command("losetup", "-d", strings.TrimSpace(string(out))).Run() })
-	loops, err := loopsOf(r.backing("crashy"))
+	loops, err := loopdev.Find(r.backing("crashy"))
 	require.NoError(t, err)
 	require.Len(t, loops, 1)
 	r.restart()
@@ -126,7 +128,7 @@ func testSharesLiveFilesystem(t *testing.T, engine string) {
 	got, err = os.ReadFile(filepath.Join(container, "from-b"))
 	require.NoError(t, err, "the earlier container sees the new one's writes: one filesystem")
 	assert.Equal(t, "b", string(got))
-	loops, err := loopsOf(r.backing("shared"))
+	loops, err := loopdev.Find(r.backing("shared"))
 	require.NoError(t, err)
 	assert.Len(t, loops, 1, "the image is attached once")
 

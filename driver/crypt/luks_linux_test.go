@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast/holdfast/internal/guest"
+	"github.com/holdfast/holdfast/internal/loopdev"
 )
 
 // TestLUKSVolume runs the crypt suite with LUKS2 in the guest.
@@ -36,7 +37,7 @@ func TestLUKSHeader(t *testing.T) {
 	mp := r.mount("hdr", "a")
 	assert.Len(t, r.mappings("hdr"), 1, "one mapping while mounted")
 	r.mount("hdr", "b")
-	loops, err := loopsOf(r.backing("hdr"))
+	loops, err := loopdev.Find(r.backing("hdr"))
 	require.NoError(t, err)
 	assert.Len(t, loops, 1, "all leases share one loop device")
 	require.NoError(t, os.WriteFile(filepath.Join(mp, "f"), []byte("x"), 0o600))
@@ -70,7 +71,7 @@ func TestLUKSLeftoverMappingIsClosedAtStart(t *testing.T) {
 	// A crash after the mapping was opened, before the filesystem was mounted.
 	key, err := os.ReadFile(filepath.Join(r.keyDir, "crashy.key"))
 	require.NoError(t, err)
-	loop, err := attachLoop(r.backing("crashy"))
+	loop, err := loopdev.Attach(r.backing("crashy"))
 	require.NoError(t, err)
 	name, err := mappingName("crashy", r.backing("crashy"))
 	require.NoError(t, err)

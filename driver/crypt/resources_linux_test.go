@@ -7,11 +7,9 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/moby/sys/mountinfo"
@@ -20,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/internal/loopdev"
 )
 
 // smallRoot is a rig whose --root is on a small tmpfs and whose --key-dir
@@ -77,7 +76,7 @@ func mountTmpfs(t *testing.T, size int64) string {
 func detachLoopsUnder(dir string) {
 	imgs, _ := filepath.Glob(filepath.Join(dir, "*", "backing.img"))
 	for _, img := range imgs {
-		detachLoops(img)
+		loopdev.Detach(img)
 	}
 }
 
@@ -282,35 +281,5 @@ func TestFullCryptVolume(t *testing.T) {
 	for _, name := range []string{"full", "other"} {
 		require.NoError(t, s.api.Remove(&volume.RemoveRequest{Name: name}))
 		s.requireLocked(name)
-	}
-}
-
-// TestLongAllocationIsRetried allocates images on a tmpfs, which zeroes
-// every page and gives up with EINTR when a signal arrives: the Go
-// runtime's signals did that in the guest. The test sends a burst of
-// SIGURG (which the runtime ignores) to the allocating thread as each
-// allocation starts; the interrupted call must be retried, not reported.
-// Debian's 6.1 kernel (the guest's) interrupts the call; this host's 6.18
-// does not, so make vmtest is where this test can fail.
-func TestLongAllocationIsRetried(t *testing.T) {
-	dir := mountTmpfs(t, 320<<20)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	tid := unix.Gettid()
-	for i := range 3 {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for range 50 {
-				unix.Tgkill(os.Getpid(), tid, unix.SIGURG)
-				time.Sleep(time.Millisecond)
-			}
-		}()
-		file := filepath.Join(dir, fmt.Sprint("img", i))
-		err := makeImage(file, 256<<20)
-		<-done
-		require.NoError(t, err)
-		assert.EqualValues(t, 256<<20, allocated(t, file))
-		require.NoError(t, os.Remove(file))
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/internal/loopdev"
 	"github.com/holdfast/holdfast/server"
 )
 
@@ -109,11 +110,11 @@ func (r *rig) requireLocked(name string) {
 	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(r.root))
 	require.NoError(r.t, err)
 	assert.Empty(r.t, mounts, "nothing mounted")
-	// A loop device another process has open for a moment (any loopsOf
+	// A loop device another process has open for a moment (any loopdev.Find
 	// scan, in another test binary too) autoclears when it is closed.
 	var loops []string
 	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		loops, err = loopsOf(r.backing(name))
+		loops, err = loopdev.Find(r.backing(name))
 		require.NoError(r.t, err)
 		if len(loops) == 0 || time.Now().After(end) {
 			break

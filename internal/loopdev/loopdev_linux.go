@@ -1,4 +1,4 @@
-package crypt
+package loopdev
 
 import (
 	"errors"
@@ -9,22 +9,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// loopDev is a loop device attached to a backing file. The device detaches
-// itself (autoclear) once its last user is gone, so Close, after the
-// filesystem or mapping on it holds it open, hands its life to the kernel.
-type loopDev struct {
+// Device is a loop device attached to a backing file, held open by this
+// process. The device detaches itself (autoclear) once its last user is
+// gone, so Close, after the filesystem or mapping on it holds it open,
+// hands its life to the kernel.
+type Device struct {
+	// Path is the device node, /dev/loopN.
 	Path string
 	f    *os.File
 }
 
-// attachLoop attaches file to a free loop device with autoclear: in one
-// step with LOOP_CONFIGURE (Linux 5.8), or, on kernels without it (RHEL 8's
+// Attach attaches file to a free loop device with autoclear: in one step
+// with LOOP_CONFIGURE (Linux 5.8), or, on kernels without it (RHEL 8's
 // 4.18, Ubuntu 20.04's 5.4), with LOOP_SET_FD then LOOP_SET_STATUS64.
-func attachLoop(file string) (*loopDev, error) { return attachLoopWith(file, false) }
+func Attach(file string) (*Device, error) { return attach(file, false) }
 
-// attachLoopWith is attachLoop; legacyOnly skips LOOP_CONFIGURE, so that
-// tests on a new kernel take the path of old ones.
-func attachLoopWith(file string, legacyOnly bool) (*loopDev, error) {
+// attach is Attach; legacyOnly skips LOOP_CONFIGURE, so that tests on a
+// new kernel take the path of old ones.
+func attach(file string, legacyOnly bool) (*Device, error) {
 	backing, err := os.OpenFile(file, os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open backing file: %w", err)
@@ -61,7 +63,7 @@ func attachLoopWith(file string, legacyOnly bool) (*loopDev, error) {
 			dev.Close()
 			return nil, fmt.Errorf("attach %s to %s: %w", file, path, err)
 		}
-		return &loopDev{Path: path, f: dev}, nil
+		return &Device{Path: path, f: dev}, nil
 	}
 	return nil, errors.New("attach loop device: every free device was taken before it could be used")
 }
@@ -127,13 +129,32 @@ func openLoop(path string, n int) (*os.File, error) {
 }
 
 // Close drops this process's hold on the device.
-func (l *loopDev) Close() error { return l.f.Close() }
+func (d *Device) Close() error { return d.f.Close() }
 
-// loopsOf lists the loop devices whose backing file is file. It compares
+// Acquire returns the loop device already attached to file, held open, or
+// attaches one. Sharing the attached device matters: a filesystem still
+// mounted from it (containers started before holdfast restarted use it)
+// must not be mounted a second time from another device of the same image.
+func Acquire(file string) (*Device, error) {
+	devs, err := Find(file)
+	if err != nil {
+		return nil, err
+	}
+	if len(devs) == 0 {
+		return Attach(file)
+	}
+	f, err := os.OpenFile(devs[0], os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", devs[0], err)
+	}
+	return &Device{Path: devs[0], f: f}, nil
+}
+
+// Find lists the loop devices whose backing file is file. It compares
 // device and inode numbers, not paths: a device attached by an earlier
 // holdfast in another mount namespace (a managed plugin before a restart)
 // shows a path that means nothing here.
-func loopsOf(file string) ([]string, error) {
+func Find(file string) ([]string, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(file, &st); err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -161,10 +182,11 @@ func loopsOf(file string) ([]string, error) {
 	return devs, nil
 }
 
-// detachLoops detaches every loop device backed by file. A device still in
-// use is marked to detach when its user goes.
-func detachLoops(file string) error {
-	devs, err := loopsOf(file)
+// Detach detaches every loop device backed by file. A device still in use
+// (a filesystem on it detached lazily, which a process still holds) is
+// marked to detach when its last user goes.
+func Detach(file string) error {
+	devs, err := Find(file)
 	if err != nil {
 		return err
 	}

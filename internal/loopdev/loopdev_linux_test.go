@@ -1,9 +1,10 @@
-package crypt
+package loopdev
 
 import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,7 +22,7 @@ func requireLoop(t *testing.T) {
 		t.Skip("needs root: attaches loop devices (make test runs as root)")
 	}
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Fatalf("no /dev/loop-control (%v): crypt volumes need the loop driver; modprobe loop", err)
+		t.Fatalf("no /dev/loop-control (%v): crypt and loop volumes need the loop driver; modprobe loop", err)
 	}
 }
 
@@ -34,7 +35,7 @@ func loopFile(t *testing.T, size int64) string {
 	file := filepath.Join(dir, "backing.img")
 	require.NoError(t, os.WriteFile(file, nil, 0o600))
 	require.NoError(t, os.Truncate(file, size))
-	t.Cleanup(func() { detachLoops(file) })
+	t.Cleanup(func() { Detach(file) })
 	return file
 }
 
@@ -47,7 +48,7 @@ func sysLoop(dev, attr string) (string, error) {
 // checkAttached checks that l is attached to file with autoclear, that
 // data goes through it into the file, and that it detaches itself once
 // the last holder closes it.
-func checkAttached(t *testing.T, l *loopDev, file string) {
+func checkAttached(t *testing.T, l *Device, file string) {
 	t.Helper()
 	backing, err := sysLoop(l.Path, "backing_file")
 	require.NoError(t, err)
@@ -55,7 +56,7 @@ func checkAttached(t *testing.T, l *loopDev, file string) {
 	autoclear, err := sysLoop(l.Path, "autoclear")
 	require.NoError(t, err)
 	assert.Equal(t, "1", autoclear)
-	devs, err := loopsOf(file)
+	devs, err := Find(file)
 	require.NoError(t, err)
 	assert.Equal(t, []string{l.Path}, devs)
 	info, err := unix.IoctlLoopGetStatus64(int(l.f.Fd()))
@@ -85,7 +86,7 @@ func checkAttached(t *testing.T, l *loopDev, file string) {
 	require.NoError(t, l.Close())
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		devs, err = loopsOf(file)
+		devs, err = Find(file)
 		require.NoError(t, err)
 		if len(devs) == 0 {
 			break
@@ -101,7 +102,7 @@ func checkAttached(t *testing.T, l *loopDev, file string) {
 func TestAttachLoop(t *testing.T) {
 	requireLoop(t)
 	file := loopFile(t, 8<<20)
-	l, err := attachLoop(file)
+	l, err := Attach(file)
 	require.NoError(t, err)
 	checkAttached(t, l, file)
 }
@@ -111,7 +112,7 @@ func TestAttachLoop(t *testing.T) {
 func TestAttachLoopLegacy(t *testing.T) {
 	requireLoop(t)
 	file := loopFile(t, 8<<20)
-	l, err := attachLoopWith(file, true)
+	l, err := attach(file, true)
 	require.NoError(t, err)
 	checkAttached(t, l, file)
 }
@@ -137,11 +138,11 @@ func TestAttachLoopConcurrently(t *testing.T) {
 			for i := range files {
 				files[i] = loopFile(t, 1<<20)
 			}
-			devs := make([]*loopDev, n)
+			devs := make([]*Device, n)
 			errs := make([]error, n)
 			var wg sync.WaitGroup
 			for i := range files {
-				wg.Go(func() { devs[i], errs[i] = attachLoopWith(files[i], legacy) })
+				wg.Go(func() { devs[i], errs[i] = attach(files[i], legacy) })
 			}
 			wg.Wait()
 			seen := map[string]bool{}
@@ -158,5 +159,69 @@ func TestAttachLoopConcurrently(t *testing.T) {
 				devs[i].Close()
 			}
 		})
+	}
+}
+
+// TestAcquire attaches a device for an image that has none, and hands out
+// the attached one, never a second, while it is attached.
+func TestAcquire(t *testing.T) {
+	requireLoop(t)
+	file := loopFile(t, 8<<20)
+	first, err := Acquire(file)
+	require.NoError(t, err)
+	second, err := Acquire(file)
+	require.NoError(t, err)
+	assert.Equal(t, first.Path, second.Path, "one device per image")
+	devs, err := Find(file)
+	require.NoError(t, err)
+	assert.Equal(t, []string{first.Path}, devs)
+	require.NoError(t, first.Close())
+	checkAttached(t, second, file) // held by second alone, and autoclears
+}
+
+// TestDetach detaches every device of an image, also one attached without
+// autoclear (a crash between LOOP_SET_FD and LOOP_SET_STATUS64), and one
+// still held open, which goes when its holder closes it; an image with no
+// device, or no file at all, is no error.
+func TestDetach(t *testing.T) {
+	requireLoop(t)
+	file := loopFile(t, 8<<20)
+	require.NoError(t, Detach(file), "nothing attached")
+	require.NoError(t, Detach(file+".gone"), "no such file")
+
+	held, err := Attach(file)
+	require.NoError(t, err)
+	out, err := exec.Command("losetup", "--find", "--show", file).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	bare := strings.TrimSpace(string(out))
+	autoclear, err := sysLoop(bare, "autoclear")
+	require.NoError(t, err)
+	require.Equal(t, "0", autoclear, "losetup attaches without autoclear")
+	devs, err := Find(file)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{held.Path, bare}, devs)
+
+	require.NoError(t, Detach(file))
+	devs, err = Find(file)
+	require.NoError(t, err)
+	assert.Equal(t, []string{held.Path}, devs, "the bare device is gone, the held one waits for its holder")
+	require.NoError(t, held.Close())
+	waitDetached(t, file)
+}
+
+// waitDetached waits until no loop device is attached to file: a device
+// another process has open for a moment (any Find scan, in another test
+// binary too) autoclears when it is closed.
+func waitDetached(t *testing.T, file string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		devs, err := Find(file)
+		require.NoError(t, err)
+		if len(devs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%v still attached to %s", devs, file)
+		}
 	}
 }
