@@ -12,9 +12,9 @@ BIN     := bin/holdfast
 # cryptsetup where the kernel has dm-crypt, losetup for the tests.
 HOST_PKGS := e2fsprogs xfsprogs cryptsetup-bin util-linux kmod
 
-# Packages whose tests need dm-crypt or the kernel NFS client: they run as
+# Packages whose tests need dm-crypt, the kernel NFS client or disk quotas: they run as
 # root in a qemu guest booting Debian's kernel (vmtest/).
-VMTEST_PKGS  ?= ./vmtest/selftest ./driver/crypt ./driver/nfs
+VMTEST_PKGS  ?= ./vmtest/selftest ./driver/crypt ./driver/nfs ./internal/quota ./vmtest/quota
 VMTEST_FLAGS ?= -v
 
 # Name of the managed plugin `make plugin` creates.

@@ -14,6 +14,7 @@ import (
 // has none of them.
 const (
 	prjQuota   = 2
+	qGetFmt    = 0x800004
 	qGetQuota  = 0x800007
 	qSetQuota  = 0x800008
 	qXGetQStat = 'X'<<8 + 5
@@ -85,9 +86,11 @@ func quotactl(path string, cmd uint32, id uint32, addr unsafe.Pointer) error {
 
 // KernelHasQuotas reports whether this kernel answers quotactl_fd(2) for
 // the filesystem holding path (it does not when built without CONFIG_QUOTA).
+// Q_GETFMT tells: ENOSYS only without quota support, ESRCH where the
+// filesystem's quotas are off (Q_XGETQSTAT gives ENOSYS then as well).
 func KernelHasQuotas(path string) bool {
-	var stat [128]byte
-	return !errors.Is(quotactl(path, qXGetQStat, 0, unsafe.Pointer(&stat[0])), unix.ENOSYS)
+	var fmt uint32
+	return !errors.Is(quotactl(path, qGetFmt, 0, unsafe.Pointer(&fmt)), unix.ENOSYS)
 }
 
 // Check returns nil when the filesystem holding path accounts and enforces
@@ -106,12 +109,14 @@ func Check(path, flag string) error {
 	if name != "xfs" && name != "ext4" {
 		return unsupported(flag, where+",", "which has no project quotas holdfast can use", "put it on xfs or ext4 with project quotas ("+xfsFix+"; "+ext4Fix+")")
 	}
+	if !KernelHasQuotas(path) {
+		return unsupported(flag, where+",", "but this kernel has no disk quotas (quotactl_fd: ENOSYS)", "boot a kernel built with CONFIG_QUOTA (and CONFIG_XFS_QUOTA for xfs), 5.14 or later")
+	}
 	var stat [128]byte // struct fs_quota_stat, 80 bytes
+	// ENOSYS and ESRCH: no quota of any type is on.
 	err := quotactl(path, qXGetQStat, 0, unsafe.Pointer(&stat[0]))
 	switch {
-	case errors.Is(err, unix.ENOSYS):
-		return unsupported(flag, where+",", "but this kernel has no disk quotas (quotactl_fd: ENOSYS)", "boot a kernel built with CONFIG_QUOTA (and CONFIG_XFS_QUOTA for xfs), 5.14 or later")
-	case err != nil && !errors.Is(err, unix.ESRCH):
+	case err != nil && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ESRCH):
 		return fmt.Errorf("check project quotas of %s %s: quotactl Q_XGETQSTAT: %w", flag, path, err)
 	}
 	flags := uint16(stat[2]) | uint16(stat[3])<<8 // qs_flags, after qs_version and a pad byte
@@ -130,7 +135,7 @@ func Check(path, flag string) error {
 
 const (
 	xfsFix  = "mount the xfs filesystem with -o prjquota (xfs turns quotas on only at mount, not by remount)"
-	ext4Fix = "make the ext4 filesystem with mkfs.ext4 -O quota,project (or tune2fs -O quota,project while unmounted) and mount it with -o prjquota"
+	ext4Fix = "make the ext4 filesystem with mkfs.ext4 -O quota,project (or tune2fs -O quota,project while unmounted) and mount it with -o prjquota, on a kernel with CONFIG_QUOTA and CONFIG_QFMT_V2"
 )
 
 // Get returns the quota of project id on the filesystem holding path. An
