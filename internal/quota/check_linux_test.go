@@ -34,7 +34,7 @@ func TestCheckQuotaMissing(t *testing.T) {
 		needsQuota bool
 	}{
 		{"ext4", "", nil, "mkfs.ext4 -O quota,project", false},
-		{"ext4", "", []string{"-O", "quota,project"}, "mount it with -o prjquota", true},
+		{"ext4", "", []string{"-O", "quota,project"}, "accounted but not enforced: mount it with -o prjquota;", true},
 		{"xfs", "", nil, "mount the xfs filesystem with -o prjquota", false},
 		{"xfs", "uquota", nil, "mount the xfs filesystem with -o prjquota", true},
 	}

@@ -128,6 +128,9 @@ func Check(path, flag string) error {
 	case err != nil || flags&pdqAcct == 0:
 		return unsupported(flag, where, "without project quotas", fix)
 	case flags&pdqEnfd == 0:
+		if name == "ext4" {
+			fix = "mount it with -o prjquota"
+		}
 		return unsupported(flag, where, "with project quotas accounted but not enforced", fix)
 	}
 	return nil

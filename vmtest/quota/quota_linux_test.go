@@ -325,7 +325,7 @@ func TestQuotaMissingOnRoot(t *testing.T) {
 	}{
 		{"xfs", "", nil, "is on xfs without project quotas: mount the xfs filesystem with -o prjquota"},
 		{"ext4", "", nil, "is on ext4 without project quotas: make the ext4 filesystem with mkfs.ext4 -O quota,project"},
-		{"ext4", "", []string{"-O", "quota,project"}, "mount it with -o prjquota"},
+		{"ext4", "", []string{"-O", "quota,project"}, "is on ext4 with project quotas accounted but not enforced: mount it with -o prjquota;"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.typ, func(t *testing.T) {
