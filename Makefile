@@ -12,10 +12,10 @@ BIN     := bin/holdfast
 # cryptsetup where the kernel has dm-crypt, losetup for the tests.
 HOST_PKGS := e2fsprogs xfsprogs cryptsetup-bin util-linux kmod
 
-# Packages whose tests need dm-crypt, the kernel NFS client or Debian's own
-# kernel (loopdev's interrupted allocation): they run as root in a qemu
+# Packages whose tests need dm-crypt, the kernel NFS client disk quotas or
+# Debian's own kernel (loopdev's interrupted allocation): they run as root in a qemu
 # guest booting Debian's kernel (vmtest/).
-VMTEST_PKGS  ?= ./vmtest/selftest ./internal/loopdev ./driver/crypt ./driver/nfs ./fault/powerloss
+VMTEST_PKGS  ?= ./vmtest/selftest ./internal/loopdev ./driver/crypt ./driver/nfs ./fault/powerloss ./internal/quota ./vmtest/quota
 VMTEST_FLAGS ?= -v
 
 # Name of the managed plugin `make plugin` creates.

@@ -14,6 +14,8 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast/holdfast/internal/quota"
 )
 
 // rig is a driver over temporary directories and a fake mount table.
@@ -149,8 +151,15 @@ func TestCreateBadInputLeavesNothing(t *testing.T) {
 		{"vol", map[string]string{"type": "zfs"}, `type=zfs: holdfast does not mount block devices or arbitrary filesystems`, ErrUnknownType},
 		{"vol", map[string]string{"type": "ext4"}, `or type=loop (fs=ext4 or fs=xfs, with a size) for a filesystem of its own that holdfast makes and manages`, ErrUnknownType},
 		{"vol", map[string]string{"type": ""}, `unknown volume type ""`, ErrUnknownType},
-		{"vol", map[string]string{"size": "1g"}, `invalid option "size" for type=local: size= without a type asks Docker's local driver for a project quota`, ErrInvalidOption},
-		{"vol", map[string]string{"uidd": "1"}, `invalid option "uidd" for type=local: valid options are gid, mode, type, uid`, ErrInvalidOption},
+		// This host's kernel has no disk quotas (the rig's --root has none
+		// on any kernel): Create says what is missing and what else to use.
+		{"vol", map[string]string{"size": "1g"}, `size= (1.0 GiB) for type=local is a project quota on the volume's directory: no project quotas: --root `, quota.ErrUnsupported},
+		{"vol", map[string]string{"size": "1g"}, `or use type=loop size=… for a size-limited volume`, quota.ErrUnsupported},
+		{"vol", map[string]string{"size": "0"}, `size="0": want a size of at least 1m such as 100m or 1g: must be greater than zero`, ErrInvalidOption},
+		{"vol", map[string]string{"size": "512k"}, `size="512k": want a size of at least 1m such as 100m or 1g: smaller than 1m`, ErrInvalidOption},
+		{"vol", map[string]string{"size": "10%"}, `size="10%"`, ErrInvalidOption},
+		{"vol", map[string]string{"size": "lots"}, `size="lots"`, ErrInvalidOption},
+		{"vol", map[string]string{"uidd": "1"}, `invalid option "uidd" for type=local: valid options are gid, mode, size, type, uid`, ErrInvalidOption},
 		{"vol", map[string]string{"type": "tmpfs", "size": "0"}, `size="0"`, ErrInvalidOption},
 		{"vol", map[string]string{"type": "tmpfs", "size": "big"}, `want a size such as 512k, 100m or 1g`, ErrInvalidOption},
 		{"vol", map[string]string{"type": "tmpfs", "o": "size=1m,huge=always"}, `invalid option o for type=tmpfs: holdfast does not take huge here`, ErrInvalidOption},

@@ -2,14 +2,17 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/internal/failpoint"
+	"github.com/holdfast/holdfast/internal/quota"
 	"github.com/holdfast/holdfast/internal/usage"
 )
 
@@ -23,31 +26,63 @@ type Local struct {
 	Walker *usage.Walker
 	// Faults fails steps on purpose, for tests; nil in production.
 	Faults *failpoint.Set
+
+	// ids hands out the project ids of size-limited volumes.
+	ids quota.Allocator
 }
 
 // localMode is the mode of a local volume's root, as Docker's _data.
 const localMode = 0o755
 
-// Parse accepts uid, gid and mode. Of Docker's local driver forms, the
-// one without options is this type; size= (a project quota there) and
-// device= or o= without a type are refused with what to write instead.
-func (l *Local) Parse(raw map[string]string) (map[string]string, error) {
-	if _, ok := raw["size"]; ok {
-		return nil, fmt.Errorf("%w \"size\" for type=local: %s", ErrInvalidOption, quotaUnsupported)
+// infoProject is the Info key of a size-limited volume's project id.
+const infoProject = "projectID"
+
+// minQuotaSize is the smallest size: the data directory itself takes a
+// block, and a few KiB hold no useful volume.
+const minQuotaSize = 1 << 20
+
+// optQuotaSize is size= of a local volume: a project quota, as with
+// Docker's local driver.
+var optQuotaSize = Option{Name: "size", Form: "a size of at least 1m such as 100m or 1g", Canon: canonQuotaSize}
+
+func canonQuotaSize(s string) (string, error) {
+	n, err := canonTmpfsSize(s)
+	if err != nil {
+		return "", err
 	}
+	if b, _ := strconv.ParseInt(n, 10, 64); b < minQuotaSize {
+		return "", errors.New("smaller than 1m")
+	}
+	return n, nil
+}
+
+// Parse accepts uid, gid, mode and size (a project quota, as size= of
+// Docker's local driver). device= or o= without a type are refused with
+// what to write instead.
+func (l *Local) Parse(raw map[string]string) (map[string]string, error) {
 	for _, k := range []string{"device", "o"} {
 		if _, ok := raw[k]; ok {
 			return nil, fmt.Errorf("%w %q for type=local: device= and o= go with a type, as with Docker's local driver (missing required option: \"type\"): type=tmpfs device=tmpfs o=size=…, type=none o=bind device=/path, or type=nfs o=addr=… device=:/path", ErrInvalidOption, k)
 		}
 	}
-	return ParseOptions("local", raw, []Option{OptUID, OptGID, OptMode})
+	return ParseOptions("local", raw, []Option{OptUID, OptGID, OptMode, optQuotaSize})
 }
 
 func dataDir(v *Volume) string { return filepath.Join(v.Dir, "data") }
 
-// Create makes the data directory with the requested owner and mode. A
-// full --root is named as such, with the fix.
+// rootOf returns --root, the directory above v's volumes directory.
+func rootOf(v *Volume) string { return filepath.Dir(filepath.Dir(v.Dir)) }
+
+// Create makes the data directory with the requested owner and mode and,
+// with size, its project quota. A full --root is named as such, with the
+// fix; so is a --root without project quotas when size is given.
 func (l *Local) Create(_ context.Context, v *Volume) error {
+	size := Size(v.Options)
+	if size > 0 {
+		if err := quota.Check(rootOf(v), "--root"); err != nil {
+			return fmt.Errorf("size= (%s) for type=local is a project quota on the volume's directory: %w", humanBytes(uint64(size)), err)
+		}
+	}
 	dir := dataDir(v)
 	err := l.Faults.Check("mkdir data directory")
 	if err == nil {
@@ -60,6 +95,9 @@ func (l *Local) Create(_ context.Context, v *Volume) error {
 	if err == nil {
 		err = ApplyOwner(dir, v.Options, localMode)
 	}
+	if err == nil && size > 0 {
+		err = l.limit(v, dir, uint64(size))
+	}
 	// Its owner and mode are durable with the record (the driver syncs
 	// the entry): xfs keeps them apart from the parent's.
 	if err == nil {
@@ -69,6 +107,40 @@ func (l *Local) Create(_ context.Context, v *Volume) error {
 		err = syncPath(dir)
 	}
 	return RootFull(err, v)
+}
+
+// limit gives the empty data directory dir a project id of its own,
+// recorded in v.Info, and sets the id's hard limit to size. On error the
+// driver removes the directory, and Remove the limit.
+func (l *Local) limit(v *Volume, dir string, size uint64) error {
+	err := l.Faults.Check("assign project id")
+	var id uint32
+	if err == nil {
+		id, err = l.ids.Assign(dir, v.Name)
+	}
+	if err != nil {
+		return fmt.Errorf("give volume %s a project id: %w", v.Name, err)
+	}
+	if v.Info == nil {
+		v.Info = map[string]string{}
+	}
+	v.Info[infoProject] = strconv.FormatUint(uint64(id), 10)
+	err = l.Faults.Check("set project quota")
+	if err == nil {
+		err = quota.SetLimit(dir, id, size)
+	}
+	return err
+}
+
+// projectID returns the project id of v: the recorded one, or for a Create
+// interrupted before its commit, the data directory's own if it is one of
+// holdfast's. ok is false when v has none.
+func projectID(v *Volume) (id uint32, ok bool) {
+	if n, err := strconv.ParseUint(v.Info[infoProject], 10, 32); err == nil {
+		return uint32(n), true
+	}
+	id, err := quota.DirID(dataDir(v))
+	return id, err == nil && quota.Owned(id)
 }
 
 func syncPath(path string) error {
@@ -94,21 +166,43 @@ func (l *Local) Unmount(_ context.Context, v *Volume) error {
 	return UnmountPath(l.Mounter, v.Mountpoint)
 }
 
-// Remove stops measuring the volume; the driver removes its directory.
+// Remove stops measuring the volume and clears the project quota of a
+// size-limited volume; the driver removes the volume's directory. The id
+// is free again once the files holding it are deleted.
 func (l *Local) Remove(_ context.Context, v *Volume) error {
 	if l.Walker != nil {
 		l.Walker.Forget(v.Name)
 	}
-	return nil
+	if Size(v.Options) <= 0 {
+		return nil
+	}
+	id, ok := projectID(v)
+	if !ok {
+		return nil
+	}
+	err := l.Faults.Check("clear project quota")
+	if err == nil {
+		err = quota.SetLimit(rootOf(v), id, 0)
+	}
+	if errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOSYS) {
+		// Quotas are off on --root now: no limit holds, and an id whose
+		// stale limit returns with them is not free, so it is never reused.
+		return nil
+	}
+	return err
 }
 
-// Status reports the volume's own usage from the last background walk of
-// its data directory (used, with usedAge in seconds since that walk began,
-// usedEntries, and usedIncomplete or usedOvercount when the walk says so;
-// usedError, or usedPending before the first walk), and the space still
-// free on the filesystem holding --root, shared with everything else on
-// it (filesystemAvailable).
+// Status reports a size-limited volume's own size and usage, from its
+// project quota. Otherwise it reports the volume's own usage from the last
+// background walk of its data directory (used, with usedAge in seconds
+// since that walk began, usedEntries, and usedIncomplete or usedOvercount
+// when the walk says so; usedError, or usedPending before the first walk),
+// and the space still free on the filesystem holding --root, shared with
+// everything else on it (filesystemAvailable).
 func (l *Local) Status(v *Volume) map[string]any {
+	if Size(v.Options) > 0 {
+		return quotaStatus(v)
+	}
 	st := map[string]any{}
 	if u := Usage(dataDir(v)); u["available"] != nil {
 		st["filesystemAvailable"] = u["available"]
@@ -141,6 +235,36 @@ func (l *Local) Meter(v *Volume) Measure {
 	if l.Walker == nil {
 		return Measure{}
 	}
+	if Size(v.Options) > 0 {
+		if id, ok := projectID(v); ok {
+			if q, err := quota.Get(dataDir(v), id); err == nil {
+				return Measure{Size: Size(v.Options), Used: int64(q.Used), UsedKnown: true}
+			}
+		}
+		return Measure{}
+	}
 	r := l.Walker.Read(v.Name, dataDir(v))
 	return Measure{Used: r.Bytes, UsedKnown: r.Measured && r.Err == ""}
+}
+
+// quotaStatus is Status of a size-limited volume.
+func quotaStatus(v *Volume) map[string]any {
+	st := map[string]any{"size": Size(v.Options)}
+	id, ok := projectID(v)
+	if !ok {
+		st["usageError"] = "the volume has no project id in its record"
+		return st
+	}
+	q, err := quota.Get(dataDir(v), id)
+	if err != nil {
+		st["usageError"] = err.Error()
+		return st
+	}
+	st["projectID"] = id
+	st["used"] = q.Used
+	st["available"] = uint64(0)
+	if q.Limit > q.Used {
+		st["available"] = q.Limit - q.Used
+	}
+	return st
 }

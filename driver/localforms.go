@@ -55,8 +55,7 @@ var deviceFilesystems = []string{"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat",
 
 // Messages for options holdfast refuses wherever they appear.
 const (
-	quotaUnsupported = "size= without a type asks Docker's local driver for a project quota on the volume's directory; holdfast does not support project quotas yet. For a size-limited volume use type=tmpfs size=… (in RAM) or type=crypt size=… (on disk, encrypted)"
-	encryptionHint   = "encryption= is not a mount option (Docker's local driver hands it to the kernel, which refuses it); holdfast encrypts with type=crypt size=…, and a tmpfs is in RAM and never written to disk except to swap"
+	encryptionHint = "encryption= is not a mount option (Docker's local driver hands it to the kernel, which refuses it); holdfast encrypts with type=crypt size=…, and a tmpfs is in RAM and never written to disk except to swap"
 )
 
 // mountWord is one item of a local driver o= list: key or key=value.

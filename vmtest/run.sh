@@ -36,7 +36,7 @@ mem=${VMTEST_MEM:-1024}
 
 # Guest contents. Modules are resolved with their dependencies on the host; the
 # guest loads each line in order, the lines in parallel (xfs alone takes ~1.5 s).
-modules="loop dm-mod dm-crypt dm-log-writes ecb xts cts sha512_generic cryptd crypto_simd aesni-intel crc32c_generic crc32c-intel af_alg algif_skcipher algif_hash jbd2 mbcache crc16 ext4
+modules="loop dm-mod dm-crypt dm-log-writes ecb xts cts sha512_generic cryptd crypto_simd aesni-intel crc32c_generic crc32c-intel af_alg algif_skcipher algif_hash jbd2 mbcache crc16 quota_v2 ext4
 xfs
 sunrpc netfs fscache grace lockd nfs nfs_acl nfsv3 nfsv4"
 tools="cryptsetup mke2fs e2fsck resize2fs tune2fs dumpe2fs mkfs.xfs xfs_repair xfs_growfs
