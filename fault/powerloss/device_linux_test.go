@@ -132,7 +132,7 @@ var filesystems = map[string]fsInfo{
 	// acknowledged request that forgot a sync is not saved by the 5 s
 	// timer.
 	"ext4": {name: "ext4", mkfs: []string{"mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0", "-J", "size=4"},
-		fsck: []string{"e2fsck", "-fn"}, mountData: "commit=600", size: 80 << 20},
+		fsck: []string{"e2fsck", "-fn"}, mountData: "commit=600", size: 112 << 20},
 	// xfs needs at least 300 MB.
 	"xfs": {name: "xfs", mkfs: []string{"mkfs.xfs", "-q", "-f", "-K"},
 		fsck: []string{"xfs_repair", "-n"}, size: 320 << 20},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
+	"github.com/holdfast/holdfast/driver/loop"
 )
 
 // Kinds of request.
@@ -54,6 +55,7 @@ func newDriver(p paths, boot string) (*driver.Driver, error) {
 			"local": &driver.Local{Mounter: m},
 			"tmpfs": &driver.Tmpfs{Mounter: m, DefaultSize: "8m"},
 			"crypt": &crypt.Backend{Mounter: m, KeyDir: p.keyDir},
+			"loop":  &loop.Backend{Mounter: m},
 		},
 	})
 }
@@ -64,11 +66,13 @@ var volumeTypes = []map[string]string{
 	{"type": "local", "uid": "1000", "gid": "1000", "mode": "0750"},
 	{"type": "tmpfs", "size": "4m"},
 	{"type": "crypt", "size": "32m"},
+	{"type": "loop", "size": "16m"},
 }
 
 // plan is a workload: rounds of create, mount, write, unmount and remove
-// over every type, interleaved by seed, with at most maxCrypt crypt
-// volumes alive at a time (each holds 32 MiB of the small disk).
+// over every type, interleaved by seed, with at most maxCrypt crypt and
+// as many loop volumes alive at a time (their images, allocated in full,
+// hold 32 and 16 MiB of the small disk).
 func plan(seed uint64, rounds, maxCrypt int) []op {
 	rng := rand.New(rand.NewPCG(seed, 12))
 	var ops []op
@@ -77,18 +81,18 @@ func plan(seed uint64, rounds, maxCrypt int) []op {
 		mounted   string // mount ID, or ""
 	}
 	var alive []*live
-	crypts, n := 0, 0
+	images, n := map[string]int{}, 0
 	for r := 0; r < rounds; r++ {
 		// Create one of each type (crypt when room), then act on the
 		// living at random.
 		for _, o := range volumeTypes {
-			if o["type"] == "crypt" && crypts >= maxCrypt {
+			if imageType(o["type"]) && images[o["type"]] >= maxCrypt {
 				continue
 			}
 			n++
 			v := &live{name: fmt.Sprintf("pl-%d-%s", n, o["type"]), typ: o["type"]}
-			if o["type"] == "crypt" {
-				crypts++
+			if imageType(o["type"]) {
+				images[o["type"]]++
 			}
 			ops = append(ops, op{kind: opCreate, vol: v.name, opts: o})
 			alive = append(alive, v)
@@ -104,8 +108,8 @@ func plan(seed uint64, rounds, maxCrypt int) []op {
 			ops = append(ops, op{kind: opUnmount, vol: v.name, id: id})
 			if i%2 == 0 || r == rounds-1 {
 				ops = append(ops, op{kind: opRemove, vol: v.name})
-				if v.typ == "crypt" {
-					crypts--
+				if imageType(v.typ) {
+					images[v.typ]--
 				}
 				continue
 			}
@@ -118,6 +122,10 @@ func plan(seed uint64, rounds, maxCrypt int) []op {
 	}
 	return ops
 }
+
+// imageType tells the types whose storage is an image file allocated in
+// full at Create.
+func imageType(typ string) bool { return typ == "crypt" || typ == "loop" }
 
 // runOp sends one request to d.
 func runOp(d *driver.Driver, o op, mountRoot string) error {
