@@ -24,40 +24,38 @@ import (
 // entry by the Replayer) is copied to a scratch image for each state,
 // which is mounted, served by holdfast, unmounted and fsck'd.
 type states struct {
-	t          *testing.T
-	fs         fsInfo
-	ops        []op
-	markAt     []int // log index of each op's mark
-	replayImg  *os.File
-	scratch    string
-	mnt        string
-	mountRoot  string
-	cryptOpens int
-	// opened remembers, per crypt volume, the bytes of the last state in
-	// which it opened with its key and held its files: a state with the
-	// same bytes (record, key, backing file) and the same files expected
-	// opens the same way, so it is not opened again.
-	opened      map[string]cryptState
-	cryptReused int
-	// loopMounts and loopReused count the same for loop volumes.
-	loopMounts, loopReused int
-	spent                  map[string]time.Duration
+	t         *testing.T
+	fs        fsInfo
+	ops       []op
+	markAt    []int // log index of each op's mark
+	replayImg *os.File
+	scratch   string
+	mnt       string
+	mountRoot string
+	// opened remembers, per crypt or loop volume, the bytes of the last
+	// state in which it mounted (a crypt volume with its key) and held its
+	// files: a state with the same bytes (record, key, image) and the same
+	// files expected mounts the same way, so it is not mounted again.
+	// opens and reused count, per type, the mounts and the states skipped.
+	opened        map[string]imageState
+	opens, reused map[string]int
+	spent         map[string]time.Duration
 }
 
-// cryptState is what decides whether a crypt volume opens and what it
-// holds.
-type cryptState struct {
+// imageState is what decides whether a crypt or loop volume mounts and
+// what it holds.
+type imageState struct {
 	record, key, backing []byte
 	files                map[string]string
 }
 
-func (c cryptState) same(o cryptState) bool {
+func (c imageState) same(o imageState) bool {
 	return bytes.Equal(c.record, o.record) && bytes.Equal(c.key, o.key) && bytes.Equal(c.backing, o.backing) && maps.Equal(c.files, o.files)
 }
 
 func newStates(t *testing.T, fs fsInfo, work string, ops []op, marks map[string]int) *states {
 	s := &states{t: t, fs: fs, ops: ops, scratch: filepath.Join(work, "scratch.img"),
-		mnt: filepath.Join(work, "replay"), mountRoot: filepath.Join(work, "replay-mounts"), spent: map[string]time.Duration{}, opened: map[string]cryptState{}}
+		mnt: filepath.Join(work, "replay"), mountRoot: filepath.Join(work, "replay-mounts"), spent: map[string]time.Duration{}, opened: map[string]imageState{}, opens: map[string]int{}, reused: map[string]int{}}
 	for _, o := range ops {
 		s.markAt = append(s.markAt, marks[o.mark])
 	}
@@ -110,7 +108,7 @@ func (s *states) cost() string {
 	for _, k := range slices.Sorted(maps.Keys(s.spent)) {
 		parts = append(parts, fmt.Sprintf("%s %v", k, s.spent[k].Round(time.Millisecond)))
 	}
-	return strings.Join(parts, ", ") + fmt.Sprintf("; %d crypt opens, %d crypt states the same as one opened before; %d loop mounts, %d loop states the same as one mounted before", s.cryptOpens, s.cryptReused, s.loopMounts, s.loopReused)
+	return strings.Join(parts, ", ") + fmt.Sprintf("; %d crypt opens, %d crypt states the same as one opened before; %d loop mounts, %d loop states the same as one mounted before", s.opens["crypt"], s.reused["crypt"], s.opens["loop"], s.reused["loop"])
 }
 
 // expected is what the acknowledged requests promise about one volume.
@@ -266,74 +264,62 @@ func (s *states) checkVolume(d *driver.Driver, pt paths, name string, e *expecte
 		if uid := e.opts["uid"]; uid != "" && fmt.Sprint(st.Uid) != uid {
 			return fmt.Errorf("data directory owned by %d, created with uid=%s", st.Uid, uid)
 		}
-	case "crypt":
-		fi, err := os.Stat(filepath.Join(dir, "backing.img"))
-		if err != nil {
-			return fmt.Errorf("its backing file: %w", err)
-		}
-		if fi.Size() != 32<<20 {
-			return fmt.Errorf("backing file of %d bytes, created with size=32m", fi.Size())
-		}
-		cs, err := readCryptState(dir, filepath.Join(pt.keyDir, name+".key"), b, e.files)
-		if err != nil {
-			return err
-		}
-		if prev, ok := s.opened[name]; ok && prev.same(cs) {
-			s.cryptReused++
-			return nil
-		}
-		if err := s.checkFiles(d, name, e.files); err != nil {
-			return err
-		}
-		s.cryptOpens++
-		s.opened[name] = cs
-		return nil
-	case "loop":
-		fi, err := os.Stat(filepath.Join(dir, "backing.img"))
-		if err != nil {
-			return fmt.Errorf("its backing file: %w", err)
-		}
-		if fi.Size() != 16<<20 {
-			return fmt.Errorf("backing file of %d bytes, created with size=16m", fi.Size())
-		}
-		if s.loopState(name, dir, b, e.files) {
-			return nil
-		}
+	case "crypt", "loop":
+		return s.checkImage(d, pt, name, b, e)
 	case "tmpfs":
 		return nil // nothing of it survives a reboot but its record
 	}
 	return s.checkFiles(d, name, e.files)
 }
 
-// loopState tells whether a loop volume's record, image and expected
-// files are byte for byte those of a state it was mounted and read in
-// before (then mounting it again shows nothing new), and remembers them.
-func (s *states) loopState(name, dir string, record []byte, files map[string]string) bool {
-	backing, err := os.ReadFile(filepath.Join(dir, "backing.img"))
+// checkImage checks a crypt or loop volume: its image has the size asked
+// for, and it mounts (a crypt volume with its key) and holds its files,
+// unless its state is byte for byte one that did before.
+func (s *states) checkImage(d *driver.Driver, pt paths, name string, record []byte, e *expected) error {
+	typ := e.opts["type"]
+	dir := filepath.Join(pt.root, "volumes", name)
+	fi, err := os.Stat(filepath.Join(dir, "backing.img"))
 	if err != nil {
-		return false
+		return fmt.Errorf("its backing file: %w", err)
 	}
-	cs := cryptState{record: record, backing: backing, files: maps.Clone(files)}
+	if want := imageBytes[typ]; fi.Size() != want {
+		return fmt.Errorf("backing file of %d bytes, created with size=%s", fi.Size(), e.opts["size"])
+	}
+	keyFile := ""
+	if typ == "crypt" {
+		keyFile = filepath.Join(pt.keyDir, name+".key")
+	}
+	cs, err := readImageState(dir, keyFile, record, e.files)
+	if err != nil {
+		return err
+	}
 	if prev, ok := s.opened[name]; ok && prev.same(cs) {
-		s.loopReused++
-		return true
+		s.reused[typ]++
+		return nil
 	}
+	if err := s.checkFiles(d, name, e.files); err != nil {
+		return err
+	}
+	s.opens[typ]++
 	s.opened[name] = cs
-	s.loopMounts++
-	return false
+	return nil
 }
 
-// readCryptState reads what decides how a crypt volume opens.
-func readCryptState(dir, keyFile string, record []byte, files map[string]string) (cryptState, error) {
-	key, err := os.ReadFile(keyFile)
-	if err != nil {
-		return cryptState{}, fmt.Errorf("its key: %w", err)
+// readImageState reads what decides how a crypt or loop volume mounts:
+// its record, its key (keyFile, "" for none) and its image.
+func readImageState(dir, keyFile string, record []byte, files map[string]string) (imageState, error) {
+	var key []byte
+	if keyFile != "" {
+		var err error
+		if key, err = os.ReadFile(keyFile); err != nil {
+			return imageState{}, fmt.Errorf("its key: %w", err)
+		}
 	}
 	backing, err := os.ReadFile(filepath.Join(dir, "backing.img"))
 	if err != nil {
-		return cryptState{}, fmt.Errorf("its backing file: %w", err)
+		return imageState{}, fmt.Errorf("its backing file: %w", err)
 	}
-	return cryptState{record: record, key: key, backing: backing, files: maps.Clone(files)}, nil
+	return imageState{record: record, key: key, backing: backing, files: maps.Clone(files)}, nil
 }
 
 // checkFiles mounts the volume as a container would and reads back every

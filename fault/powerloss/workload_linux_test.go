@@ -123,9 +123,12 @@ func plan(seed uint64, rounds, maxCrypt int) []op {
 	return ops
 }
 
+// imageBytes is the image size of each type in volumeTypes that has one.
+var imageBytes = map[string]int64{"crypt": 32 << 20, "loop": 16 << 20}
+
 // imageType tells the types whose storage is an image file allocated in
 // full at Create.
-func imageType(typ string) bool { return typ == "crypt" || typ == "loop" }
+func imageType(typ string) bool { return imageBytes[typ] > 0 }
 
 // runOp sends one request to d.
 func runOp(d *driver.Driver, o op, mountRoot string) error {
