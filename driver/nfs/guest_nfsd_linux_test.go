@@ -110,8 +110,10 @@ func TestGuestNfsdLifecycle(t *testing.T) {
 				assert.Equal(t, nfsd.Host, st["address"])
 				assert.Equal(t, e.Dir, st["export"])
 				assert.Equal(t, "rw,nosuid,nodev,vers="+vers+",addr=127.0.0.1", st["options"])
+				checkExportFigures(t, g, "data", e.Dir)
 
 				g.unmount("data", "a")
+				assert.NotContains(t, g.status("data"), "exportFilesystemSize", "no figures while unmounted")
 				assert.Empty(t, nfsMounts(t, mp))
 				assert.NoDirExists(t, mp)
 				require.NoError(t, g.d.Remove(&volume.RemoveRequest{Name: "data"}))
@@ -366,4 +368,25 @@ func TestGuestNfsdV4OnlyServerAskedForV3(t *testing.T) {
 	g.mount("auto", "a")
 	assert.Equal(t, "4.2", g.status("auto")["version"])
 	g.unmount("auto", "a")
+}
+
+// checkExportFigures waits for Status to show the export's filesystem
+// figures and compares them with the server's own statfs of dir.
+func checkExportFigures(t *testing.T, g *guestRig, name, dir string) {
+	t.Helper()
+	var st map[string]any
+	require.Eventually(t, func() bool {
+		st = g.status(name)
+		_, ok := st["exportFilesystemSize"]
+		return ok
+	}, 30*time.Second, 50*time.Millisecond, "Status shows the export's figures once statfs answered")
+	var fs unix.Statfs_t
+	require.NoError(t, unix.Statfs(dir, &fs))
+	size := float64(fs.Blocks) * float64(fs.Frsize)
+	got, ok := st["exportFilesystemSize"].(uint64)
+	require.True(t, ok, "exportFilesystemSize is a byte count: %#v", st["exportFilesystemSize"])
+	assert.InDelta(t, size, float64(got), size*0.02, "the server's filesystem size")
+	assert.Contains(t, st, "exportFilesystemUsed")
+	assert.Contains(t, st, "exportFilesystemAvailable")
+	assert.NotContains(t, st, "exportFilesystemError")
 }

@@ -51,6 +51,7 @@ func (b *Backend) Mount(ctx context.Context, v *driver.Volume) error {
 	}
 	a := tried[len(tried)-1].attempt
 	record(v, a)
+	b.exportStats().refresh(v.Mountpoint)
 	b.log().WithFields(logrus.Fields{"volume": v.Name, "source": source, "version": a.version,
 		"address": a.addr.String(), "took": time.Since(start).Round(time.Millisecond)}).Debug("NFS volume mounted")
 	return nil
@@ -176,6 +177,7 @@ func (b *Backend) Unmount(ctx context.Context, v *driver.Volume) error {
 	if err := b.unmount(ctx, v.Mountpoint); err != nil {
 		return fmt.Errorf("unmount nfs volume %s: %w", v.Name, err)
 	}
+	b.exportStats().forget(v.Mountpoint)
 	return nil
 }
 

@@ -80,12 +80,25 @@ type Backend struct {
 	late map[string]*lateMount
 	// shared replaces sharesSuperblock in tests.
 	shared func(target string) bool
+	// exports keeps the mounted exports' filesystem figures.
+	exports *exportStats
 }
 
 // New returns the backend of type=nfs on mounter, with each Mount and
 // Unmount bounded by timeout (DefaultTimeout when zero).
 func New(mounter driver.Mounter, timeout time.Duration, log logrus.FieldLogger) *Backend {
 	return &Backend{Mounter: mounter, Timeout: timeout, Log: log}
+}
+
+// exportStats returns the backend's figures keeper, made at first use so
+// that a Backend literal works too.
+func (b *Backend) exportStats() *exportStats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.exports == nil {
+		b.exports = newExportStats()
+	}
+	return b.exports
 }
 
 func (b *Backend) typ() string {
@@ -129,7 +142,11 @@ func (b *Backend) Create(context.Context, *driver.Volume) error { return nil }
 func (b *Backend) Remove(context.Context, *driver.Volume) error { return nil }
 
 // Status reports the server, export, version and options: those in use
-// while mounted, those requested otherwise. It reads only v.
+// while mounted, those requested otherwise. While mounted it adds the last
+// figures of the export's filesystem (exportFilesystemSize, ...Used,
+// ...Available, ...Age: the server's whole filesystem, not this volume's
+// own usage), taken off the request path: Status never waits for the
+// server.
 func (b *Backend) Status(v *driver.Volume) map[string]any {
 	c, err := configOf(b.typ(), v.Options)
 	if err != nil {
@@ -140,6 +157,7 @@ func (b *Backend) Status(v *driver.Volume) map[string]any {
 		st["version"] = v.Info[infoVersion]
 		st["address"] = v.Info[infoAddress]
 		st["options"] = v.Info[infoOptions]
+		b.exportStats().status(v.Mountpoint, st)
 		return st
 	}
 	st["version"] = c.version
@@ -148,4 +166,14 @@ func (b *Backend) Status(v *driver.Volume) map[string]any {
 	}
 	st["options"] = c.opts.redacted()
 	return st
+}
+
+// Meter asks, in the background, for a mounted volume's export figures so
+// that Status finds them fresh. An export has no size or usage of the
+// volume's own, so the measure is empty.
+func (b *Backend) Meter(v *driver.Volume) driver.Measure {
+	if v.Mounted {
+		b.exportStats().refresh(v.Mountpoint)
+	}
+	return driver.Measure{}
 }
