@@ -260,6 +260,17 @@ func (b *Backend) Status(v *driver.Volume) map[string]any {
 	return st
 }
 
+// Meter reports the size and, while mounted, what the volume's own
+// filesystem holds; unmounted, its usage is not read.
+func (b *Backend) Meter(v *driver.Volume) driver.Measure {
+	m := driver.Measure{Size: driver.Size(v.Options)}
+	if v.Mounted {
+		used, ok := driver.Usage(v.Mountpoint)["used"].(uint64)
+		m.Used, m.UsedKnown = int64(used), ok
+	}
+	return m
+}
+
 // syncFile makes a file's data and size durable.
 func syncFile(path string) error {
 	f, err := os.Open(path)

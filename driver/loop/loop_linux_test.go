@@ -248,6 +248,9 @@ func TestLoopVolume(t *testing.T) {
 			avail := after["available"].(uint64)
 			assert.Less(t, avail, uint64(want), "available is within the volume")
 			assert.Greater(t, avail+after["used"].(uint64), uint64(want)*7/10, "used and available add up to most of the size")
+			m := (&Backend{}).Meter(&driver.Volume{Options: map[string]string{"size": size}, Mounted: true, Mountpoint: mp})
+			assert.Equal(t, driver.Measure{Size: want, Used: int64(after["used"].(uint64)), UsedKnown: true}, m, "metrics see what Status shows")
+			assert.Equal(t, driver.Measure{Size: want}, (&Backend{}).Meter(&driver.Volume{Options: map[string]string{"size": size}}), "unmounted: size only")
 			r.unmount("data", "a")
 			r.requireReleased("data")
 
