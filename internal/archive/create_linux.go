@@ -2,11 +2,13 @@ package archive
 
 import (
 	"archive/tar"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,7 +26,7 @@ func (u *unpacker) create(name string, hdr *tar.Header, tr io.Reader) error {
 	}
 	defer unix.Close(pfd)
 	switch hdr.Typeflag {
-	case tar.TypeReg:
+	case tar.TypeReg, tar.TypeGNUSparse:
 		return u.regular(pfd, base, hdr, tr)
 	case tar.TypeDir:
 		if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
@@ -108,7 +110,7 @@ func (u *unpacker) node(pfd int, base string, hdr *tar.Header) error {
 // is sparse), then its owner, xattrs, mode and times, in the order that
 // keeps setuid bits and file capabilities that writing and chown clear.
 func (u *unpacker) regular(pfd int, base string, hdr *tar.Header, tr io.Reader) error {
-	segs, realSize, err := u.layout(hdr)
+	l, err := u.layout(hdr)
 	if err != nil {
 		return err
 	}
@@ -118,18 +120,10 @@ func (u *unpacker) regular(pfd int, base string, hdr *tar.Header, tr io.Reader) 
 	}
 	f := os.NewFile(uintptr(fd), hdr.Name)
 	defer f.Close()
-	in := io.TeeReader(tr, u.sum)
-	for _, s := range segs {
-		n, err := io.CopyN(io.NewOffsetWriter(f, s.off), in, s.len)
-		u.stats.Bytes += n
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return fmt.Errorf("%w: %q: the stream ends inside its data", ErrCorrupt, hdr.Name)
-		}
-		if err != nil {
-			return fmt.Errorf("write data: %w", err)
-		}
+	if err := u.data(f, hdr.Name, tr, l); err != nil {
+		return err
 	}
-	if err := f.Truncate(realSize); err != nil {
+	if err := f.Truncate(l.realSize); err != nil {
 		return fmt.Errorf("set size: %w", err)
 	}
 	if err := setMeta(pfd, base, hdr); err != nil {
@@ -138,31 +132,134 @@ func (u *unpacker) regular(pfd int, base string, hdr *tar.Header, tr io.Reader) 
 	return setTimes(pfd, base, hdr.AccessTime, hdr.ModTime)
 }
 
-// layout returns where a regular entry's data goes and the file's size.
-func (u *unpacker) layout(hdr *tar.Header) ([]segment, int64, error) {
-	realSize := hdr.Size
-	rs, sparse := hdr.PAXRecords[recRealSize]
-	if sparse {
+// data writes the entry's segments into f. From a logical stream (a GNU
+// sparse entry, which archive/tar hands over with its holes as zeros) it
+// reads past the holes; only segment data counts in the stream's checksum.
+func (u *unpacker) data(f *os.File, name string, tr io.Reader, l fileLayout) error {
+	in := io.TeeReader(tr, u.sum)
+	var pos int64
+	for _, s := range l.segs {
+		if l.logical && s.off > pos {
+			if _, err := io.CopyN(io.Discard, tr, s.off-pos); err != nil {
+				return dataError(name, err)
+			}
+		}
+		n, err := copyAt(f, s.off, in, s.len, l.skipZeros)
+		u.stats.Bytes += n
+		if err != nil {
+			return dataError(name, err)
+		}
+		pos = s.off + s.len
+	}
+	return nil
+}
+
+// dataError says what failed while a file's data was read from the stream.
+func dataError(name string, err error) error {
+	var pe *os.PathError
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		return fmt.Errorf("%w: %q: the stream ends inside its data", ErrCorrupt, name)
+	case errors.As(err, &pe):
+		return fmt.Errorf("write data: %w", err)
+	default:
+		return fmt.Errorf("%w: %q: %v", ErrCorrupt, name, err)
+	}
+}
+
+// copyAt copies n bytes from r to f at off. With skipZeros, blocks of
+// zeros are left as holes.
+func copyAt(f *os.File, off int64, r io.Reader, n int64, skipZeros bool) (int64, error) {
+	if !skipZeros {
+		return io.CopyN(io.NewOffsetWriter(f, off), r, n)
+	}
+	buf := make([]byte, 64<<10)
+	var done int64
+	for done < n {
+		m, err := io.ReadFull(r, buf[:min(int64(len(buf)), n-done)])
+		if m > 0 && !allZero(buf[:m]) {
+			if _, werr := f.WriteAt(buf[:m], off+done); werr != nil {
+				return done, werr
+			}
+		}
+		done += int64(m)
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// fileLayout is where a regular entry's data goes.
+type fileLayout struct {
+	segs     []segment
+	realSize int64
+	// logical: the reader hands over the whole file, holes as zeros.
+	logical bool
+	// skipZeros: a foreign sparse entry, whose map holdfast does not see;
+	// blocks of zeros are left as holes.
+	skipZeros bool
+}
+
+// layout returns where a regular entry's data goes and the file's size:
+// from holdfast's own map when it wrote the entry, GNU sparse or not.
+func (u *unpacker) layout(hdr *tar.Header) (fileLayout, error) {
+	gnu := gnuSparse(hdr)
+	l := fileLayout{realSize: hdr.Size, logical: gnu}
+	rs, ours := hdr.PAXRecords[recRealSize]
+	if ours {
 		n, err := strconv.ParseInt(rs, 10, 64)
 		if err != nil || n < 0 {
-			return nil, 0, fmt.Errorf("%w: %q: sparse size %q is not a size", ErrCorrupt, hdr.Name, rs)
+			return l, fmt.Errorf("%w: %q: sparse size %q is not a size", ErrCorrupt, hdr.Name, rs)
 		}
-		realSize = n
-	}
-	if realSize > u.opts.MaxFileSize {
-		return nil, 0, fmt.Errorf("%w: %q claims %d bytes, more than the %d a file may hold here", ErrCorrupt, hdr.Name, realSize, u.opts.MaxFileSize)
-	}
-	if !sparse {
-		if hdr.Size == 0 {
-			return nil, 0, nil
+		if gnu && n != hdr.Size {
+			return l, fmt.Errorf("%w: %q: its sparse records disagree on its size (%d and %d)", ErrCorrupt, hdr.Name, n, hdr.Size)
 		}
-		return []segment{{0, hdr.Size}}, realSize, nil
+		l.realSize = n
 	}
-	segs, err := decodeMap(hdr.PAXRecords[recMap], realSize, hdr.Size)
+	if l.realSize > u.opts.MaxFileSize {
+		return l, fmt.Errorf("%w: %q claims %d bytes, more than the %d a file may hold here", ErrCorrupt, hdr.Name, l.realSize, u.opts.MaxFileSize)
+	}
+	if !ours {
+		if hdr.Size > 0 {
+			l.segs = []segment{{0, hdr.Size}}
+		}
+		l.skipZeros = gnu
+		return l, nil
+	}
+	dataSize := hdr.Size
+	if gnu {
+		dataSize = -1 // archive/tar checked the data against GNU's map
+	}
+	segs, err := decodeMap(hdr.PAXRecords[recMap], l.realSize, dataSize)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %q: %v", ErrCorrupt, hdr.Name, err)
+		return l, fmt.Errorf("%w: %q: %v", ErrCorrupt, hdr.Name, err)
 	}
-	return segs, realSize, nil
+	l.segs = segs
+	return l, nil
+}
+
+// gnuSparse tells whether archive/tar unpacked hdr as a GNU sparse file,
+// of any of GNU's formats.
+func gnuSparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 // setMeta gives the entry base in dirfd (never a symlink) hdr's owner,

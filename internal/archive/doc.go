@@ -10,18 +10,27 @@
 //
 //   - HOLDFAST.version=1 on the first entry (the root directory, "./"): the
 //     stream was written by this package, so its end marker is required.
-//   - HOLDFAST.sparse.realsize=N and HOLDFAST.sparse.map=OFF,LEN,OFF,LEN...
-//     on a regular file with holes: the entry's data is the file's data
-//     segments (found with SEEK_DATA/SEEK_HOLE) back to back, LEN bytes of
-//     each written at OFF, the rest of the N bytes are holes. archive/tar
-//     cannot write GNU's sparse records, so these are ours; another tar
-//     sees a file holding the segments packed together.
+//   - A regular file with holes is written in GNU tar's sparse format 1.0
+//     (GNU.sparse.major=1, minor=0, name, realsize; the entry's data is
+//     the map followed by the file's data segments, found with
+//     SEEK_DATA/SEEK_HOLE), which GNU tar, bsdtar and Go's archive/tar
+//     unpack as the sparse file it was; a tar that does not know it
+//     unpacks the packed data under GNUSparseFile.0/NAME, never under the
+//     file's own name. archive/tar cannot write these records, so
+//     gnusparse.go writes that entry's headers. The same entry carries
+//     HOLDFAST.sparse.realsize=N and HOLDFAST.sparse.map=OFF,LEN,...: the
+//     exact segments, which Read uses to leave holes where the file had
+//     them. Sparse files in archives of GNU tar's own (formats 0.0, 0.1,
+//     1.0 and the old GNU format) are restored with their blocks of zeros
+//     left as holes.
 //   - A last global header (typeflag 'g') with HOLDFAST.end=ENTRIES and
 //     HOLDFAST.sha256=HEX, the SHA-256 of every entry's data in order: a
 //     stream cut short on an entry boundary, or with a changed byte in a
 //     file's data, is refused rather than restored in part.
 //
 // Extended attributes are SCHILY.xattr.NAME records, as GNU tar writes them.
+// GNU tar warns about the HOLDFAST.* records it does not know and ignores
+// them (--warning=no-unknown-keyword quiets it); bsdtar ignores them.
 //
 // # Reading hostile input
 //

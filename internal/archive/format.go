@@ -32,10 +32,11 @@ func encodeMap(segs []segment) string {
 
 // decodeMap parses a sparse map and checks it against the file's real size
 // and the entry's data size: segments in order, not overlapping, inside the
-// file, their lengths adding up to the data the entry carries.
+// file, their lengths adding up to the data the entry carries (unless
+// dataSize is negative: unknown).
 func decodeMap(s string, realSize, dataSize int64) ([]segment, error) {
 	if s == "" {
-		if dataSize != 0 {
+		if dataSize > 0 {
 			return nil, fmt.Errorf("empty sparse map but %d bytes of data", dataSize)
 		}
 		return nil, nil
@@ -57,7 +58,7 @@ func decodeMap(s string, realSize, dataSize int64) ([]segment, error) {
 		}
 		end, total = off+n, total+n
 	}
-	if total != dataSize {
+	if dataSize >= 0 && total != dataSize {
 		return nil, fmt.Errorf("sparse map covers %d bytes but the entry carries %d", total, dataSize)
 	}
 	for i := 0; i < len(parts); i += 2 {

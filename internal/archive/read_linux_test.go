@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -45,6 +46,16 @@ func sparse(name, realSize, m string, size int64) *tar.Header {
 	h.Size = size
 	h.PAXRecords = map[string]string{recRealSize: realSize, recMap: m}
 	return h
+}
+
+// gnuSparseStream builds a stream of one GNU sparse 1.0 entry as holdfast
+// writes it, with data as given (which may not match segs) and holdfast's
+// own records recs.
+func gnuSparseStream(name string, realSize int64, segs []segment, data []byte, recs map[string]string) []byte {
+	b := sparseEntry(name, 0o644, 0, 0, time.Unix(0, 0), time.Time{}, recs, realSize, segs)
+	b = append(b, data...)
+	b = append(b, make([]byte, padding(int64(len(data)))+2*blockSize)...)
+	return b
 }
 
 // goodStream is a holdfast stream of a small tree, for cutting and flipping.
@@ -101,6 +112,13 @@ func TestReadRefusesBadStreams(t *testing.T) {
 		{"sparse map overlapping", `overlaps`, rawStream(t, sparse("s", "100", "10,2,11,1", 3)), ErrCorrupt},
 		{"sparse map short", `covers 2 bytes`, rawStream(t, sparse("s", "100", "10,2", 3)), ErrCorrupt},
 		{"sparse map garbage", `not an offset`, rawStream(t, sparse("s", "100", "a,b", 3)), ErrCorrupt},
+		{"gnu sparse name climbs out", `climbs out`, gnuSparseStream("../evil", 10, []segment{{0, 3}}, []byte("abc"), map[string]string{}), ErrUnsafe},
+		{"gnu sparse cut in its data", `"s"`, gnuSparseStream("s", 100, []segment{{10, 30}}, []byte("abc"), map[string]string{})[:4*blockSize+3], ErrCorrupt},
+		{"gnu sparse map past the size", `after entry`, gnuSparseStream("s", 10, []segment{{8, 3}}, []byte("abc"), map[string]string{}), ErrCorrupt},
+		{"gnu and holdfast sizes disagree", `disagree on its size`, gnuSparseStream("s", 100, []segment{{10, 3}}, []byte("abc"),
+			map[string]string{recRealSize: "200", recMap: "10,3"}), ErrCorrupt},
+		{"gnu sparse, holdfast map past the size", `passes the file's size`, gnuSparseStream("s", 100, []segment{{10, 3}}, []byte("abc"),
+			map[string]string{recRealSize: "100", recMap: "99,3"}), ErrCorrupt},
 		{"truncated in data", `ends inside its data`, good[:fileData+1000], ErrCorrupt},
 		{"truncated at an entry boundary", `without its end marker`, cutAtBoundary, ErrCorrupt},
 		{"truncated header", `after entry`, good[:fileData-300], ErrCorrupt},
@@ -117,6 +135,7 @@ func TestReadRefusesBadStreams(t *testing.T) {
 			before := snapshot(t, target)
 			_, err := Read(bytes.NewReader(tc.stream), target, ReadOptions{MaxFileSize: 1 << 40})
 			require.Error(t, err)
+			t.Log(err)
 			require.Contains(t, err.Error(), tc.want)
 			if tc.err != nil {
 				require.ErrorIs(t, err, tc.err)

@@ -34,6 +34,7 @@ type fileID struct{ dev, ino uint64 }
 
 type writer struct {
 	tw    *tar.Writer
+	raw   io.Writer // under tw, for the entries archive/tar cannot write
 	sum   hash.Hash
 	links map[fileID]string
 	dev   uint64
@@ -53,7 +54,7 @@ func Write(w io.Writer, root string, opts WriteOptions) (Stats, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return Stats{}, fmt.Errorf("stat %s: %w", root, err)
 	}
-	wr := &writer{tw: tar.NewWriter(w), sum: sha256.New(), links: map[fileID]string{}, dev: st.Dev, opts: opts}
+	wr := &writer{tw: tar.NewWriter(w), raw: w, sum: sha256.New(), links: map[fileID]string{}, dev: st.Dev, opts: opts}
 	if err := wr.dir(fd, "", &st); err != nil {
 		return wr.stats, err
 	}
@@ -219,12 +220,12 @@ func (w *writer) regular(dirfd int, base, name string, st *unix.Stat_t) error {
 		return fmt.Errorf("find data of %s: %w", name, err)
 	}
 	if len(segs) != 1 || segs[0] != (segment{0, st.Size}) {
-		if st.Size == 0 {
-			segs = nil
-		} else {
+		if st.Size > 0 {
 			hdr.PAXRecords[recRealSize] = strconv.FormatInt(st.Size, 10)
 			hdr.PAXRecords[recMap] = encodeMap(segs)
+			return w.sparse(f, hdr, st.Size, segs)
 		}
+		segs = nil
 	}
 	for _, s := range segs {
 		hdr.Size += s.len
@@ -232,7 +233,11 @@ func (w *writer) regular(dirfd int, base, name string, st *unix.Stat_t) error {
 	if err := w.put(hdr); err != nil {
 		return err
 	}
-	out := io.MultiWriter(w.tw, w.sum)
+	return w.segments(io.MultiWriter(w.tw, w.sum), f, name, segs)
+}
+
+// segments copies f's data segments to out.
+func (w *writer) segments(out io.Writer, f *os.File, name string, segs []segment) error {
 	for _, s := range segs {
 		n, err := io.Copy(out, io.NewSectionReader(f, s.off, s.len))
 		w.stats.Bytes += n
@@ -242,6 +247,32 @@ func (w *writer) regular(dirfd int, base, name string, st *unix.Stat_t) error {
 		if err != nil {
 			return fmt.Errorf("write data of %s: %w", name, err)
 		}
+	}
+	return nil
+}
+
+// sparse writes a file with holes in GNU tar's sparse format 1.0 (see
+// gnusparse.go), which archive/tar cannot write: its headers and data go to
+// the stream under tw, between two of tw's entries. holdfast's own map
+// records stay in its PAX header.
+func (w *writer) sparse(f *os.File, hdr *tar.Header, realSize int64, segs []segment) error {
+	if err := w.tw.Flush(); err != nil {
+		return fmt.Errorf("write header of %s: %w", hdr.Name, err)
+	}
+	head := sparseEntry(hdr.Name, hdr.Mode, hdr.Uid, hdr.Gid, hdr.ModTime, hdr.AccessTime, hdr.PAXRecords, realSize, segs)
+	if _, err := w.raw.Write(head); err != nil {
+		return fmt.Errorf("write header of %s: %w", hdr.Name, err)
+	}
+	w.stats.Entries++
+	var data int64
+	for _, s := range segs {
+		data += s.len
+	}
+	if err := w.segments(io.MultiWriter(w.raw, w.sum), f, hdr.Name, segs); err != nil {
+		return err
+	}
+	if err := writePadding(w.raw, data); err != nil {
+		return fmt.Errorf("write data of %s: %w", hdr.Name, err)
 	}
 	return nil
 }
