@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // TypeBind is the type of volumes whose storage is an existing host
@@ -24,7 +26,7 @@ const TypeBind = "bind"
 // creates, empties or deletes that directory, and changes its owner and
 // mode only when uid, gid or mode are given.
 type Bind struct {
-	Mounter Mounter
+	Mounter volfs.Mounter
 	// Private are directories no bind volume may reach, by the flag that
 	// sets them (--root, --mount-root, --key-dir): holdfast's state, other
 	// volumes and keys. Paths with symlinks resolved.
@@ -191,7 +193,7 @@ func (b *Bind) Mount(_ context.Context, v *Volume) error {
 	// requires where they are locked.
 	ro := uintptr(unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY) | keptFlags(v.Mountpoint)
 	if err := b.Mounter.Mount("", v.Mountpoint, "", ro, ""); err != nil {
-		UnmountPath(b.Mounter, v.Mountpoint)
+		volfs.UnmountPath(b.Mounter, v.Mountpoint)
 		return fmt.Errorf("make the bind mount of %s read-only: %w", dir, err)
 	}
 	return nil
@@ -245,7 +247,7 @@ func openNoSymlinks(dir string) (int, error) {
 
 // Unmount removes the bind mount; the directory is untouched.
 func (b *Bind) Unmount(_ context.Context, v *Volume) error {
-	return UnmountPath(b.Mounter, v.Mountpoint)
+	return volfs.UnmountPath(b.Mounter, v.Mountpoint)
 }
 
 // Remove deletes nothing: the directory is the host's, as with Docker's
@@ -257,7 +259,7 @@ func (b *Bind) Remove(context.Context, *Volume) error { return nil }
 func (b *Bind) Status(v *Volume) map[string]any {
 	st := map[string]any{"device": v.Options["device"]}
 	if v.Mounted {
-		maps.Copy(st, Usage(v.Mountpoint))
+		maps.Copy(st, volfs.Usage(v.Mountpoint))
 	}
 	return st
 }

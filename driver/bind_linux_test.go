@@ -11,6 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // formsKernelDriver is a driver on the real kernel with the tmpfs and bind
@@ -19,7 +21,7 @@ func formsKernelDriver(t *testing.T) (*Driver, string) {
 	t.Helper()
 	root := t.TempDir()
 	log, _ := test.NewNullLogger()
-	m := KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := New(Config{
 		Root: root, MountRoot: filepath.Join(root, "mounts"), Scope: "local", BootID: "test",
 		Mounter: m, Log: log,

@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/holdfast/holdfast/internal/failpoint"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // Deadlines for backend work, inside dockerd's own per-call timeouts
@@ -44,7 +45,7 @@ type Config struct {
 	// BootID identifies the running kernel boot.
 	BootID string
 	// Mounter is the mount table; backends are given the same one.
-	Mounter Mounter
+	Mounter volfs.Mounter
 	// Backends maps each volume type to its backend.
 	Backends map[string]Backend
 	// Log receives the driver's own messages.
@@ -89,19 +90,19 @@ type entry struct {
 // and the boot id, and returns the driver. Close releases it.
 func New(cfg Config) (*Driver, error) {
 	var err error
-	// Root only, at every level: see perm_linux.go.
-	if cfg.Root, err = PrivateDir(cfg.Root, "--root", cfg.Log); err != nil {
+	// Root only, at every level: see volfs.PrivateDir.
+	if cfg.Root, err = volfs.PrivateDir(cfg.Root, "--root", cfg.Log); err != nil {
 		return nil, err
 	}
-	if cfg.MountRoot, err = PrivateDir(cfg.MountRoot, "--mount-root", cfg.Log); err != nil {
+	if cfg.MountRoot, err = volfs.PrivateDir(cfg.MountRoot, "--mount-root", cfg.Log); err != nil {
 		return nil, err
 	}
 	for _, dir := range []string{"volumes", "trash"} {
-		if _, err := PrivateDir(filepath.Join(cfg.Root, dir), "--root", cfg.Log); err != nil {
+		if _, err := volfs.PrivateDir(filepath.Join(cfg.Root, dir), "--root", cfg.Log); err != nil {
 			return nil, err
 		}
 	}
-	if err := privateFile(filepath.Join(cfg.Root, "holdfast.db"), cfg.Log); err != nil {
+	if err := volfs.PrivateFile(filepath.Join(cfg.Root, "holdfast.db"), cfg.Log); err != nil {
 		return nil, err
 	}
 	store, err := OpenStore(filepath.Join(cfg.Root, "holdfast.db"))
@@ -244,7 +245,7 @@ func (d *Driver) create(b Backend, v *Volume) error {
 	ctx, cancel := context.WithTimeout(context.Background(), longOpTimeout)
 	defer cancel()
 	if err := d.makeVolumeDir(ctx, v); err != nil {
-		return RootFull(err, v)
+		return volfs.RootFull(err, v.Dir)
 	}
 	err := d.writeRecord(v, creatingFile)
 	if err == nil {
@@ -267,7 +268,7 @@ func (d *Driver) create(b Backend, v *Volume) error {
 		if derr := d.discard(ctx, b, v); derr != nil {
 			d.cfg.Log.WithError(derr).WithField("volume", v.Name).Error("a failed Create left storage behind; holdfast removes it at its next start, or before a volume of this name is created")
 		}
-		return RootFull(err, v)
+		return volfs.RootFull(err, v.Dir)
 	}
 	if err := d.markCreated(v); err != nil {
 		d.cfg.Log.WithError(err).WithField("volume", v.Name).Warn("create intent left behind; holdfast turns it into the volume's record at its next start")

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast/holdfast/internal/quota"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // rig is a driver over temporary directories and a fake mount table.
@@ -30,7 +31,7 @@ type rig struct {
 
 // countingMounter counts Mount calls on top of the fake table.
 type countingMounter struct {
-	*FakeMounter
+	*volfs.FakeMounter
 	mu     sync.Mutex
 	mounts int
 }
@@ -43,7 +44,7 @@ func (c *countingMounter) Mount(source, target, fstype string, flags uintptr, da
 }
 
 func newRig(t *testing.T) *rig {
-	r := &rig{t: t, root: t.TempDir(), mounter: &countingMounter{FakeMounter: NewFakeMounter()}, boot: "boot-1"}
+	r := &rig{t: t, root: t.TempDir(), mounter: &countingMounter{FakeMounter: volfs.NewFakeMounter()}, boot: "boot-1"}
 	r.start()
 	t.Cleanup(func() { r.d.Close() })
 	return r
@@ -74,7 +75,7 @@ func (r *rig) restart(reboot bool) {
 	require.NoError(r.t, r.d.Close())
 	if reboot {
 		r.boot += "+"
-		r.mounter = &countingMounter{FakeMounter: NewFakeMounter()}
+		r.mounter = &countingMounter{FakeMounter: volfs.NewFakeMounter()}
 	}
 	r.start()
 }

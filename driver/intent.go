@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // A volume's directory holds a copy of its record in a file whose name
@@ -110,7 +112,7 @@ func (d *Driver) markRemoving(v *Volume) error {
 		err = d.syncDir(v.Dir)
 	}
 	if err != nil {
-		return RootFull(fmt.Errorf("record the removal of %s: %w", v.Name, err), v)
+		return volfs.RootFull(fmt.Errorf("record the removal of %s: %w", v.Name, err), v.Dir)
 	}
 	return nil
 }

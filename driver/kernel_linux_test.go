@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // requireRoot skips tests that need real mounts when not run as root.
@@ -30,7 +32,7 @@ func requireRoot(t *testing.T) {
 func kernelDriver(t *testing.T, root string) *Driver {
 	t.Helper()
 	log, _ := test.NewNullLogger()
-	m := KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := New(Config{
 		Root: root, MountRoot: filepath.Join(root, "mounts"), Scope: "local", BootID: "test",
 		Mounter: m, Log: log,

@@ -14,13 +14,14 @@ import (
 	"github.com/holdfast/holdfast/internal/failpoint"
 	"github.com/holdfast/holdfast/internal/quota"
 	"github.com/holdfast/holdfast/internal/usage"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // Local is the "local" backend: a directory under --root that keeps its
 // data across unmounts, restarts and reboots, bind-mounted at the
 // mountpoint while the volume has leases.
 type Local struct {
-	Mounter Mounter
+	Mounter volfs.Mounter
 	// Walker measures the volumes' own usage in the background; without
 	// one, Status reports none.
 	Walker *usage.Walker
@@ -77,10 +78,10 @@ func rootOf(v *Volume) string { return filepath.Dir(filepath.Dir(v.Dir)) }
 // with size, its project quota. A full --root is named as such, with the
 // fix; so is a --root without project quotas when size is given.
 func (l *Local) Create(_ context.Context, v *Volume) error {
-	size := Size(v.Options)
+	size := volfs.Size(v.Options)
 	if size > 0 {
 		if err := quota.Check(rootOf(v), "--root"); err != nil {
-			return fmt.Errorf("size= (%s) for type=local is a project quota on the volume's directory: %w", humanBytes(uint64(size)), err)
+			return fmt.Errorf("size= (%s) for type=local is a project quota on the volume's directory: %w", volfs.HumanBytes(uint64(size)), err)
 		}
 	}
 	dir := dataDir(v)
@@ -89,11 +90,11 @@ func (l *Local) Create(_ context.Context, v *Volume) error {
 		err = os.Mkdir(dir, localMode)
 	}
 	if err != nil {
-		return RootFull(fmt.Errorf("create data directory: %w", err), v)
+		return volfs.RootFull(fmt.Errorf("create data directory: %w", err), v.Dir)
 	}
 	err = l.Faults.Check("set owner")
 	if err == nil {
-		err = ApplyOwner(dir, v.Options, localMode)
+		err = volfs.ApplyOwner(dir, OwnerOf(v.Options, localMode))
 	}
 	if err == nil && size > 0 {
 		err = l.limit(v, dir, uint64(size))
@@ -104,9 +105,9 @@ func (l *Local) Create(_ context.Context, v *Volume) error {
 		err = l.Faults.Check("sync data directory")
 	}
 	if err == nil {
-		err = syncPath(dir)
+		err = volfs.SyncPath(dir)
 	}
-	return RootFull(err, v)
+	return volfs.RootFull(err, v.Dir)
 }
 
 // limit gives the empty data directory dir a project id of its own,
@@ -143,15 +144,6 @@ func projectID(v *Volume) (id uint32, ok bool) {
 	return id, err == nil && quota.Owned(id)
 }
 
-func syncPath(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
-}
-
 // Mount bind-mounts the data directory at the mountpoint.
 func (l *Local) Mount(_ context.Context, v *Volume) error {
 	dir := dataDir(v)
@@ -163,7 +155,7 @@ func (l *Local) Mount(_ context.Context, v *Volume) error {
 
 // Unmount removes the bind mount.
 func (l *Local) Unmount(_ context.Context, v *Volume) error {
-	return UnmountPath(l.Mounter, v.Mountpoint)
+	return volfs.UnmountPath(l.Mounter, v.Mountpoint)
 }
 
 // Remove stops measuring the volume and clears the project quota of a
@@ -173,7 +165,7 @@ func (l *Local) Remove(_ context.Context, v *Volume) error {
 	if l.Walker != nil {
 		l.Walker.Forget(v.Name)
 	}
-	if Size(v.Options) <= 0 {
+	if volfs.Size(v.Options) <= 0 {
 		return nil
 	}
 	id, ok := projectID(v)
@@ -200,11 +192,11 @@ func (l *Local) Remove(_ context.Context, v *Volume) error {
 // and the space still free on the filesystem holding --root, shared with
 // everything else on it (filesystemAvailable).
 func (l *Local) Status(v *Volume) map[string]any {
-	if Size(v.Options) > 0 {
+	if volfs.Size(v.Options) > 0 {
 		return quotaStatus(v)
 	}
 	st := map[string]any{}
-	if u := Usage(dataDir(v)); u["available"] != nil {
+	if u := volfs.Usage(dataDir(v)); u["available"] != nil {
 		st["filesystemAvailable"] = u["available"]
 	}
 	if l.Walker == nil {
@@ -235,10 +227,10 @@ func (l *Local) Meter(v *Volume) Measure {
 	if l.Walker == nil {
 		return Measure{}
 	}
-	if Size(v.Options) > 0 {
+	if volfs.Size(v.Options) > 0 {
 		if id, ok := projectID(v); ok {
 			if q, err := quota.Get(dataDir(v), id); err == nil {
-				return Measure{Size: Size(v.Options), Used: int64(q.Used), UsedKnown: true}
+				return Measure{Size: volfs.Size(v.Options), Used: int64(q.Used), UsedKnown: true}
 			}
 		}
 		return Measure{}
@@ -249,7 +241,7 @@ func (l *Local) Meter(v *Volume) Measure {
 
 // quotaStatus is Status of a size-limited volume.
 func quotaStatus(v *Volume) map[string]any {
-	st := map[string]any{"size": Size(v.Options)}
+	st := map[string]any{"size": volfs.Size(v.Options)}
 	id, ok := projectID(v)
 	if !ok {
 		st["usageError"] = "the volume has no project id in its record"

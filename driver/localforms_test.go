@@ -17,6 +17,7 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/nfs"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // localForm is one driver_opts example of Docker's documentation or of the
@@ -47,7 +48,7 @@ func loadLocalForms(t *testing.T) []localForm {
 // formsDriver is a driver on a fake mount table with the backends that
 // take Docker's local driver forms.
 func formsDriver(t *testing.T) (*driver.Driver, map[string]driver.Backend) {
-	m := driver.NewFakeMounter()
+	m := volfs.NewFakeMounter()
 	dir := t.TempDir()
 	backends := map[string]driver.Backend{
 		"local":      &driver.Local{Mounter: m},

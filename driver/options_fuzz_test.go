@@ -14,6 +14,7 @@ import (
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
 	"github.com/holdfast/holdfast/driver/nfs"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // marker stands in for key material: no error may show it.
@@ -27,7 +28,7 @@ const marker = "s3cr3t-m4rk3r-5e1f"
 // options that look secret never appear in it. An unknown type fails
 // Create with driver.ErrUnknownType. Seeds: testdata/fuzz/FuzzParseOptions.
 func FuzzParseOptions(f *testing.F) {
-	m := driver.NewFakeMounter()
+	m := volfs.NewFakeMounter()
 	backends := map[string]driver.Backend{
 		"local":      &driver.Local{Mounter: m},
 		"tmpfs":      &driver.Tmpfs{Mounter: m, DefaultSize: "64m"},

@@ -10,6 +10,8 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // otherUID owns the directories a test hands to another user.
@@ -50,7 +52,7 @@ func TestNewCreatesPrivateDirs(t *testing.T) {
 	base := t.TempDir()
 	root, mountRoot := filepath.Join(base, "root"), filepath.Join(base, "mnt")
 	log, hook := test.NewNullLogger()
-	d, err := New(Config{Root: root, MountRoot: mountRoot, Scope: "local", BootID: "b", Mounter: NewFakeMounter(),
+	d, err := New(Config{Root: root, MountRoot: mountRoot, Scope: "local", BootID: "b", Mounter: volfs.NewFakeMounter(),
 		Backends: map[string]Backend{}, Log: log})
 	require.NoError(t, err)
 	defer d.Close()
@@ -74,7 +76,7 @@ func TestNewCorrectsLooseDirs(t *testing.T) {
 	}
 	db := filepath.Join(root, "holdfast.db")
 	start := func(log logrus.FieldLogger) {
-		d, err := New(Config{Root: root, MountRoot: mountRoot, Scope: "local", BootID: "b", Mounter: NewFakeMounter(),
+		d, err := New(Config{Root: root, MountRoot: mountRoot, Scope: "local", BootID: "b", Mounter: volfs.NewFakeMounter(),
 			Backends: map[string]Backend{}, Log: log})
 		require.NoError(t, err)
 		require.NoError(t, d.Close())
@@ -108,41 +110,6 @@ func TestNewCorrectsLooseDirs(t *testing.T) {
 	assert.Empty(t, correctedWarnings(hook))
 }
 
-// TestCheckPrivateDirModes: group or other bits of any kind are removed;
-// 0700 and tighter are left as they are.
-func TestCheckPrivateDirModes(t *testing.T) {
-	for _, tc := range []struct{ mode, want os.FileMode }{
-		{0o755, 0o700}, {0o711, 0o700}, {0o750, 0o700}, {0o701, 0o700}, {0o777, 0o700},
-		{0o700, 0o700}, {0o500, 0o500},
-	} {
-		t.Run(fmt.Sprintf("%04o", tc.mode), func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "d")
-			require.NoError(t, os.Mkdir(dir, 0o700))
-			require.NoError(t, os.Chmod(dir, tc.mode))
-			log, hook := test.NewNullLogger()
-			exists, err := CheckPrivateDir(dir, "--root", log)
-			require.NoError(t, err)
-			assert.True(t, exists)
-			assert.Equal(t, tc.want, modeOf(t, dir))
-			assert.Equal(t, tc.mode != tc.want, len(correctedWarnings(hook)) == 1, "warned")
-		})
-	}
-}
-
-func TestCheckPrivateDirMissing(t *testing.T) {
-	exists, err := CheckPrivateDir(filepath.Join(t.TempDir(), "none"), "--key-dir", nil)
-	require.NoError(t, err)
-	assert.False(t, exists)
-}
-
-func TestCheckPrivateDirNotADirectory(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "f")
-	require.NoError(t, os.WriteFile(file, nil, 0o600))
-	_, err := CheckPrivateDir(file, "--mount-root", nil)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "--mount-root "+file+" is not a directory")
-}
-
 // TestPrivateDirRefusesOtherOwners: a directory owned by another user, a
 // symlink to one, and a symlink that user owns are refused, with the flag
 // and the fix in the error, and left unchanged; New refuses to start on
@@ -167,7 +134,7 @@ func TestPrivateDirRefusesOtherOwners(t *testing.T) {
 		{linkToTheirs, fmt.Sprintf("--root %s (the target of the symlink %s) is owned by uid %d", theirs, linkToTheirs, otherUID)},
 		{theirLink, fmt.Sprintf("--root %s is a symlink owned by uid %d, who can point it elsewhere", theirLink, otherUID)},
 	} {
-		_, err := PrivateDir(tc.path, "--root", nil)
+		_, err := volfs.PrivateDir(tc.path, "--root", nil)
 		require.Error(t, err, tc.path)
 		assert.Contains(t, err.Error(), tc.want)
 	}
@@ -175,7 +142,7 @@ func TestPrivateDirRefusesOtherOwners(t *testing.T) {
 
 	for _, flag := range []string{"--root", "--mount-root"} {
 		cfg := Config{Root: filepath.Join(base, "r"), MountRoot: filepath.Join(base, "m"), Scope: "local", BootID: "b",
-			Mounter: NewFakeMounter(), Backends: map[string]Backend{}}
+			Mounter: volfs.NewFakeMounter(), Backends: map[string]Backend{}}
 		if flag == "--root" {
 			cfg.Root = theirs
 		} else {
@@ -190,7 +157,7 @@ func TestPrivateDirRefusesOtherOwners(t *testing.T) {
 	// A symlink root owns, to a directory root owns, is fine.
 	linkToOurs := filepath.Join(base, "link-to-ours")
 	require.NoError(t, os.Symlink(ours, linkToOurs))
-	real, err := PrivateDir(linkToOurs, "--root", nil)
+	real, err := volfs.PrivateDir(linkToOurs, "--root", nil)
 	require.NoError(t, err)
 	assert.Equal(t, ours, real)
 }

@@ -8,13 +8,15 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // Tmpfs is the "tmpfs" backend: a tmpfs of exactly the size option,
 // mounted at the first Mount and unmounted, with its data, at the last
 // Unmount.
 type Tmpfs struct {
-	Mounter Mounter
+	Mounter volfs.Mounter
 	// DefaultSize is the size of volumes created without one, in Docker's
 	// size syntax.
 	DefaultSize string
@@ -109,7 +111,7 @@ func (t *Tmpfs) Mount(_ context.Context, v *Volume) error {
 	if n := len(v.Leases); n > 0 {
 		return fmt.Errorf("volume %s is still used by %d containers started before holdfast restarted, and its tmpfs lives on only inside them; stop those containers, then start this one again", v.Name, n)
 	}
-	size := Size(v.Options)
+	size := volfs.Size(v.Options)
 	if size <= 0 {
 		// size=0 would be a tmpfs without limit.
 		return fmt.Errorf("volume %s has no valid size (%q) in its record; remove it and create it again", v.Name, v.Options["size"])
@@ -140,7 +142,7 @@ func tmpfsMountArgs(size int64, opts map[string]string) (string, uintptr) {
 
 // Unmount unmounts the tmpfs; its data is gone.
 func (t *Tmpfs) Unmount(_ context.Context, v *Volume) error {
-	return UnmountPath(t.Mounter, v.Mountpoint)
+	return volfs.UnmountPath(t.Mounter, v.Mountpoint)
 }
 
 // Remove has nothing to do: a tmpfs keeps nothing while unmounted.
@@ -148,18 +150,18 @@ func (t *Tmpfs) Remove(context.Context, *Volume) error { return nil }
 
 // Status reports the size and, while mounted, the usage.
 func (t *Tmpfs) Status(v *Volume) map[string]any {
-	st := map[string]any{"size": Size(v.Options)}
+	st := map[string]any{"size": volfs.Size(v.Options)}
 	if v.Mounted {
-		maps.Copy(st, Usage(v.Mountpoint))
+		maps.Copy(st, volfs.Usage(v.Mountpoint))
 	}
 	return st
 }
 
 // Meter reports the size and what the tmpfs holds: nothing while unmounted.
 func (t *Tmpfs) Meter(v *Volume) Measure {
-	m := Measure{Size: Size(v.Options), UsedKnown: true}
+	m := Measure{Size: volfs.Size(v.Options), UsedKnown: true}
 	if v.Mounted {
-		used, ok := Usage(v.Mountpoint)["used"].(uint64)
+		used, ok := volfs.Usage(v.Mountpoint)["used"].(uint64)
 		m.Used, m.UsedKnown = int64(used), ok
 	}
 	return m

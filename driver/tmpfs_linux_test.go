@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // tmpfsDriver is a driver on the real kernel whose tmpfs volumes default
@@ -17,7 +19,7 @@ import (
 func tmpfsDriver(t *testing.T, root, defaultSize string) *Driver {
 	t.Helper()
 	log, _ := test.NewNullLogger()
-	m := KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := New(Config{
 		Root: root, MountRoot: filepath.Join(root, "mounts"), Scope: "local", BootID: "test",
 		Mounter: m, Log: log,

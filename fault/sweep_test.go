@@ -11,6 +11,7 @@ import (
 	"github.com/holdfast/holdfast/driver/loop"
 	"github.com/holdfast/holdfast/internal/failpoint"
 	"github.com/holdfast/holdfast/internal/sweep"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // TestFailureSweep fails each step of each operation once, for every
@@ -38,7 +39,7 @@ func TestFailureSweep(t *testing.T) {
 func newSweptDriver(t *testing.T, dirs sweep.Dirs, faults *failpoint.Set, boot string) (*driver.Driver, error) {
 	log := logrus.New()
 	log.SetOutput(testWriter{t})
-	m := driver.FailingMounter{Mounter: driver.KernelMounter{}, Faults: faults}
+	m := volfs.FailingMounter{Mounter: volfs.KernelMounter{}, Faults: faults}
 	return driver.New(driver.Config{
 		Root: dirs.Root, MountRoot: dirs.MountRoot, Scope: "local", BootID: boot,
 		Mounter: m, Log: log, Faults: faults,

@@ -21,6 +21,7 @@ import (
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
 	"github.com/holdfast/holdfast/driver/nfs"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // secret is the key material the key-material cases send; it must never
@@ -64,7 +65,7 @@ func startReal(t *testing.T) *realPlugin {
 	log := logrus.New()
 	log.SetOutput(p.logs)
 	log.SetLevel(logrus.DebugLevel)
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root: p.root, MountRoot: p.mnt, Scope: "local", BootID: "b", Mounter: m, Log: log,
 		Backends: map[string]driver.Backend{

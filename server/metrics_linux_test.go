@@ -22,6 +22,7 @@ import (
 	"github.com/holdfast/holdfast/internal/metrics"
 	"github.com/holdfast/holdfast/internal/plugintest"
 	"github.com/holdfast/holdfast/internal/usage"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // metricsPlugin is holdfast in this process with real local and tmpfs
@@ -41,7 +42,7 @@ func startMetricsPlugin(t *testing.T) *metricsPlugin {
 	log, _ := test.NewNullLogger()
 	walker := usage.New(usage.Config{Refresh: 20 * time.Millisecond})
 	t.Cleanup(walker.Close)
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	slow := &blockingBackend{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	d, err := driver.New(driver.Config{
 		Root: filepath.Join(dir, "root"), MountRoot: filepath.Join(dir, "mnt"), Scope: "local",

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // contentType is what dockerd sends with every plugin request.
@@ -46,7 +47,7 @@ func startScoped(t *testing.T, scope string, wrap func(*driver.Driver) volume.Dr
 	dir := t.TempDir()
 	log, hook := test.NewNullLogger()
 	log.SetLevel(logrus.DebugLevel)
-	m := driver.NewFakeMounter()
+	m := volfs.NewFakeMounter()
 	d, err := driver.New(driver.Config{
 		Root: filepath.Join(dir, "root"), MountRoot: filepath.Join(dir, "mnt"), Scope: scope,
 		BootID: "b", Mounter: m, Log: log,

@@ -27,6 +27,7 @@ import (
 	"github.com/holdfast/holdfast/driver/nfs"
 	"github.com/holdfast/holdfast/internal/metrics"
 	"github.com/holdfast/holdfast/internal/usage"
+	"github.com/holdfast/holdfast/internal/volfs"
 	"github.com/holdfast/holdfast/server"
 )
 
@@ -329,7 +330,7 @@ func run(c *config) error {
 	defer walker.Close()
 	snap := &snapshot{}
 	m := metrics.New(snap)
-	mounter := driver.KernelMounter{}
+	mounter := volfs.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root:      c.root,
 		MountRoot: c.mountRoot,

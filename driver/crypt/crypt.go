@@ -17,6 +17,7 @@ import (
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/failpoint"
 	"github.com/holdfast/holdfast/internal/loopdev"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // Engines.
@@ -44,7 +45,7 @@ const (
 
 // Backend is the "crypt" backend.
 type Backend struct {
-	Mounter driver.Mounter
+	Mounter volfs.Mounter
 	// KeyDir holds the keys (--key-dir); never under --root, so a copy of
 	// the data does not carry its keys.
 	KeyDir string
@@ -76,7 +77,7 @@ func (b *Backend) Parse(raw map[string]string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	size := driver.Size(opts)
+	size := volfs.Size(opts)
 	switch {
 	case opts["fs"] == "xfs" && opts["engine"] == EngineFscrypt:
 		return nil, fmt.Errorf("%w: engine=fscrypt works with fs=ext4 only (XFS has no native encryption); use fs=ext4 or engine=luks", driver.ErrInvalidOption)
@@ -152,8 +153,8 @@ func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
 	if err := b.step("allocate backing file"); err != nil {
 		return err
 	}
-	if err := loopdev.AllocateImage(backingFile(v), driver.Size(v.Options)); err != nil {
-		return driver.RootFull(err, v)
+	if err := loopdev.AllocateImage(backingFile(v), volfs.Size(v.Options)); err != nil {
+		return volfs.RootFull(err, v.Dir)
 	}
 	if eng == EngineLUKS {
 		if err := b.cryptsetup(ctx, key, append(luksFormatArgs, backingFile(v))...); err != nil {
@@ -217,7 +218,7 @@ func (b *Backend) format(ctx context.Context, v *driver.Volume, key []byte) erro
 	}
 	err = b.step("set owner")
 	if err == nil {
-		err = driver.ApplyOwner(dataDir(v), v.Options, 0o755)
+		err = volfs.ApplyOwner(dataDir(v), driver.OwnerOf(v.Options, 0o755))
 	}
 	if err != nil {
 		return err
@@ -274,7 +275,7 @@ func (b *Backend) mountFS(dev string, v *driver.Volume) error {
 		err = os.MkdirAll(stagingDir(v), 0o700)
 	}
 	if err != nil {
-		return driver.RootFull(fmt.Errorf("create staging directory: %w", err), v)
+		return volfs.RootFull(fmt.Errorf("create staging directory: %w", err), v.Dir)
 	}
 	return b.Mounter.Mount(dev, stagingDir(v), v.Options["fs"], nodevNosuid, "")
 }
@@ -345,7 +346,7 @@ func (b *Backend) undoMount(ctx context.Context, v *driver.Volume) {
 		b.teardown(ctx, v)
 		return
 	}
-	driver.UnmountPath(b.Mounter, stagingDir(v))
+	volfs.UnmountPath(b.Mounter, stagingDir(v))
 }
 
 // Unmount removes the bind mount and locks the volume again. A volume
@@ -355,7 +356,7 @@ func (b *Backend) undoMount(ctx context.Context, v *driver.Volume) {
 // the kernel releases the filesystem, the mapping (a deferred close) and
 // the loop device (autoclear) when the last of those processes lets go.
 func (b *Backend) Unmount(ctx context.Context, v *driver.Volume) error {
-	if err := driver.UnmountPath(b.Mounter, v.Mountpoint); err != nil {
+	if err := volfs.UnmountPath(b.Mounter, v.Mountpoint); err != nil {
 		return err
 	}
 	return b.teardown(ctx, v)
@@ -378,7 +379,7 @@ func (b *Backend) teardown(ctx context.Context, v *driver.Volume) error {
 		if id := v.Info[infoKeyID]; id != "" {
 			errs = append(errs, b.removeKey(stagingDir(v), id))
 		}
-		errs = append(errs, driver.UnmountPath(b.Mounter, stagingDir(v)))
+		errs = append(errs, volfs.UnmountPath(b.Mounter, stagingDir(v)))
 	}
 	if mayUseLUKS(v) {
 		name, err := mappingName(v.Name, backingFile(v))
@@ -446,7 +447,7 @@ func (b *Backend) Status(v *driver.Volume) map[string]any {
 	st := map[string]any{
 		"engine": v.Info[infoEngine],
 		"fs":     v.Options["fs"],
-		"size":   driver.Size(v.Options),
+		"size":   volfs.Size(v.Options),
 		"key":    keyDescription(v),
 	}
 	switch v.Info[infoEngine] {
@@ -456,7 +457,7 @@ func (b *Backend) Status(v *driver.Volume) map[string]any {
 		st["cipher"] = fscryptCipher
 	}
 	if v.Mounted {
-		maps.Copy(st, driver.Usage(v.Mountpoint))
+		maps.Copy(st, volfs.Usage(v.Mountpoint))
 	}
 	return st
 }
@@ -464,9 +465,9 @@ func (b *Backend) Status(v *driver.Volume) map[string]any {
 // Meter reports the size and, while mounted, what the volume's own
 // filesystem holds; while locked its usage is unknown.
 func (b *Backend) Meter(v *driver.Volume) driver.Measure {
-	m := driver.Measure{Size: driver.Size(v.Options)}
+	m := driver.Measure{Size: volfs.Size(v.Options)}
 	if v.Mounted {
-		used, ok := driver.Usage(v.Mountpoint)["used"].(uint64)
+		used, ok := volfs.Usage(v.Mountpoint)["used"].(uint64)
 		m.Used, m.UsedKnown = int64(used), ok
 	}
 	return m

@@ -24,6 +24,7 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/loopdev"
+	"github.com/holdfast/holdfast/internal/volfs"
 	"github.com/holdfast/holdfast/server"
 )
 
@@ -60,7 +61,7 @@ func (r *rig) start() {
 	log := logrus.New()
 	log.SetOutput(r.logs)
 	log.SetLevel(logrus.DebugLevel)
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root: r.root, MountRoot: filepath.Join(r.root, "mounts"), Scope: "local", BootID: "test",
 		Mounter: m, Log: log,

@@ -16,6 +16,7 @@ import (
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/failpoint"
 	"github.com/holdfast/holdfast/internal/loopdev"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // Minimum sizes: ext4's journal and metadata need a few MiB, and
@@ -30,7 +31,7 @@ const rootMode = 0o755
 
 // Backend is the "loop" backend.
 type Backend struct {
-	Mounter driver.Mounter
+	Mounter volfs.Mounter
 	// Faults fails steps on purpose, for tests; nil in production.
 	Faults *failpoint.Set
 }
@@ -51,7 +52,7 @@ func (b *Backend) Parse(raw map[string]string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	size := driver.Size(opts)
+	size := volfs.Size(opts)
 	switch {
 	case opts["fs"] == loopdev.FSXFS && size < minSizeXFS:
 		return nil, fmt.Errorf("%w size=%q: an xfs filesystem needs at least 300m (mkfs.xfs refuses smaller ones); give size=300m or more, or use fs=ext4", driver.ErrInvalidOption, raw["size"])
@@ -80,10 +81,10 @@ func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
 	}()
 	err = b.step("allocate backing file")
 	if err == nil {
-		err = loopdev.AllocateImage(backingFile(v), driver.Size(v.Options))
+		err = loopdev.AllocateImage(backingFile(v), volfs.Size(v.Options))
 	}
 	if err != nil {
-		return driver.RootFull(err, v)
+		return volfs.RootFull(err, v.Dir)
 	}
 	if err := b.format(ctx, v); err != nil {
 		return err
@@ -127,7 +128,7 @@ func (b *Backend) format(ctx context.Context, v *driver.Volume) error {
 	}
 	err = b.step("set owner")
 	if err == nil {
-		err = driver.ApplyOwner(dataDir(v), v.Options, rootMode)
+		err = volfs.ApplyOwner(dataDir(v), driver.OwnerOf(v.Options, rootMode))
 	}
 	if err != nil {
 		return err
@@ -159,7 +160,7 @@ func (b *Backend) mountFS(dev string, v *driver.Volume) error {
 		err = os.MkdirAll(stagingDir(v), 0o700)
 	}
 	if err != nil {
-		return driver.RootFull(fmt.Errorf("create staging directory: %w", err), v)
+		return volfs.RootFull(fmt.Errorf("create staging directory: %w", err), v.Dir)
 	}
 	return b.Mounter.Mount(dev, stagingDir(v), v.Options["fs"], unix.MS_NODEV|unix.MS_NOSUID, "")
 }
@@ -202,7 +203,7 @@ func (b *Backend) undoMount(v *driver.Volume) {
 		b.teardown(v)
 		return
 	}
-	driver.UnmountPath(b.Mounter, stagingDir(v))
+	volfs.UnmountPath(b.Mounter, stagingDir(v))
 }
 
 // Unmount removes the bind mount, unmounts the filesystem and detaches
@@ -211,7 +212,7 @@ func (b *Backend) undoMount(v *driver.Volume) {
 // reach it, and the kernel releases the filesystem and then the loop
 // device (autoclear) when the last of those processes lets go.
 func (b *Backend) Unmount(_ context.Context, v *driver.Volume) error {
-	if err := driver.UnmountPath(b.Mounter, v.Mountpoint); err != nil {
+	if err := volfs.UnmountPath(b.Mounter, v.Mountpoint); err != nil {
 		return err
 	}
 	return b.teardown(v)
@@ -234,7 +235,7 @@ func (b *Backend) teardown(v *driver.Volume) error {
 		return err
 	}
 	if _, ok := mounts[stagingDir(v)]; ok {
-		errs = append(errs, driver.UnmountPath(b.Mounter, stagingDir(v)))
+		errs = append(errs, volfs.UnmountPath(b.Mounter, stagingDir(v)))
 	}
 	if err := b.step("detach loop device"); err != nil {
 		errs = append(errs, err)
@@ -252,10 +253,10 @@ func (b *Backend) teardown(v *driver.Volume) error {
 func (b *Backend) Status(v *driver.Volume) map[string]any {
 	st := map[string]any{
 		"fs":   v.Options["fs"],
-		"size": driver.Size(v.Options),
+		"size": volfs.Size(v.Options),
 	}
 	if v.Mounted {
-		maps.Copy(st, driver.Usage(v.Mountpoint))
+		maps.Copy(st, volfs.Usage(v.Mountpoint))
 	}
 	return st
 }

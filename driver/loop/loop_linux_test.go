@@ -21,6 +21,7 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/loopdev"
+	"github.com/holdfast/holdfast/internal/volfs"
 	"github.com/holdfast/holdfast/server"
 )
 
@@ -72,7 +73,7 @@ func (r *rig) start() {
 	r.t.Helper()
 	log := logrus.New()
 	log.SetOutput(&bytes.Buffer{})
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root: r.root, MountRoot: filepath.Join(r.root, "mounts"), Scope: "local", BootID: "test",
 		Mounter: m, Log: log,
@@ -214,7 +215,7 @@ func TestLoopVolume(t *testing.T) {
 			require.NoError(t, r.create("data", map[string]string{"size": tt.size, "fs": tt.fs, "uid": "1000", "gid": "1001", "mode": "0750"}))
 			size, err := driver.CanonSize(tt.size)
 			require.NoError(t, err)
-			want := driver.Size(map[string]string{"size": size})
+			want := volfs.Size(map[string]string{"size": size})
 			assert.EqualValues(t, want, allocated(t, r.backing("data")), "the image is allocated in full at Create")
 			assert.GreaterOrEqual(t, rootFree-free(t, r.fs), want, "and takes its size from --root")
 			st := r.status("data")

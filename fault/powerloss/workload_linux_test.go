@@ -13,6 +13,7 @@ import (
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
 	"github.com/holdfast/holdfast/driver/loop"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // Kinds of request.
@@ -48,7 +49,7 @@ func newDriver(p paths, boot string) (*driver.Driver, error) {
 	if err := crypt.CheckKeyDir(p.keyDir, log); err != nil && !os.IsNotExist(err) {
 		return nil, err
 	}
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	return driver.New(driver.Config{
 		Root: p.root, MountRoot: p.mountRoot, Scope: "local", BootID: boot, Mounter: m, Log: log,
 		Backends: map[string]driver.Backend{

@@ -24,6 +24,7 @@ import (
 	"github.com/holdfast/holdfast/internal/guest"
 	"github.com/holdfast/holdfast/internal/quota"
 	"github.com/holdfast/holdfast/internal/quota/quotatest"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // filesystems are the two with project quotas, made and mounted so.
@@ -57,7 +58,7 @@ func newRig(t *testing.T, typ, opts string, mkfs ...string) *rig {
 func (r *rig) start() {
 	r.t.Helper()
 	log, _ := test.NewNullLogger()
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root: r.root, MountRoot: r.mounts, Scope: "local", BootID: "test", Mounter: m, Log: log,
 		Backends: map[string]driver.Backend{"local": &driver.Local{Mounter: m, Faults: r.faults}},
