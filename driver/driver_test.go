@@ -54,10 +54,7 @@ func newRig(t *testing.T) *rig {
 func (r *rig) start() {
 	r.t.Helper()
 	log, _ := test.NewNullLogger()
-	backends := map[string]Backend{
-		"local": &Local{Mounter: r.mounter},
-		"tmpfs": &Tmpfs{Mounter: r.mounter, DefaultSize: "64m"},
-	}
+	backends := RealBackends(r.mounter)
 	for k, b := range r.extra {
 		backends[k] = b
 	}
@@ -348,7 +345,7 @@ func TestGetAndList(t *testing.T) {
 
 // blocker is a backend whose Mount waits until released.
 type blocker struct {
-	Local
+	Backend
 	entered, release chan struct{}
 }
 
@@ -356,12 +353,12 @@ func (b *blocker) Parse(raw map[string]string) (map[string]string, error) { retu
 func (b *blocker) Mount(ctx context.Context, v *Volume) error {
 	close(b.entered)
 	<-b.release
-	return b.Local.Mount(ctx, v)
+	return b.Backend.Mount(ctx, v)
 }
 
 func TestGetAndListNeverWaitForABackend(t *testing.T) {
 	r := newRig(t)
-	b := &blocker{Local: Local{Mounter: r.mounter}, entered: make(chan struct{}), release: make(chan struct{})}
+	b := &blocker{Backend: RealBackends(r.mounter)["local"], entered: make(chan struct{}), release: make(chan struct{})}
 	r.extra = map[string]Backend{"slow": b}
 	r.restart(false)
 	r.create("slow-vol", map[string]string{"type": "slow"})

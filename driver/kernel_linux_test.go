@@ -36,7 +36,7 @@ func kernelDriver(t *testing.T, root string) *Driver {
 	d, err := New(Config{
 		Root: root, MountRoot: filepath.Join(root, "mounts"), Scope: "local", BootID: "test",
 		Mounter: m, Log: log,
-		Backends: map[string]Backend{"local": &Local{Mounter: m}, "tmpfs": &Tmpfs{Mounter: m, DefaultSize: "64m"}},
+		Backends: RealBackends(m),
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() {

@@ -12,8 +12,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/driver/bind"
 	"github.com/holdfast/holdfast/driver/crypt"
+	"github.com/holdfast/holdfast/driver/local"
 	"github.com/holdfast/holdfast/driver/nfs"
+	"github.com/holdfast/holdfast/driver/tmpfs"
 	"github.com/holdfast/holdfast/internal/volfs"
 )
 
@@ -30,9 +33,9 @@ const marker = "s3cr3t-m4rk3r-5e1f"
 func FuzzParseOptions(f *testing.F) {
 	m := volfs.NewFakeMounter()
 	backends := map[string]driver.Backend{
-		"local":      &driver.Local{Mounter: m},
-		"tmpfs":      &driver.Tmpfs{Mounter: m, DefaultSize: "64m"},
-		"bind":       &driver.Bind{Mounter: m, Allowed: []string{"/"}},
+		"local":      local.New(m, nil),
+		"tmpfs":      tmpfs.New(m, "64m"),
+		"bind":       bind.New(m, []string{"/"}, nil),
 		"crypt":      &crypt.Backend{Mounter: m, KeyDir: filepath.Join(f.TempDir(), "keys")},
 		nfs.TypeNFS:  nfs.New(m, 0, nil),
 		nfs.TypeNFS4: &nfs.Backend{Mounter: m, Type: nfs.TypeNFS4},

@@ -20,7 +20,9 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
+	"github.com/holdfast/holdfast/driver/local"
 	"github.com/holdfast/holdfast/driver/nfs"
+	"github.com/holdfast/holdfast/driver/tmpfs"
 	"github.com/holdfast/holdfast/internal/volfs"
 )
 
@@ -69,8 +71,8 @@ func startReal(t *testing.T) *realPlugin {
 	d, err := driver.New(driver.Config{
 		Root: p.root, MountRoot: p.mnt, Scope: "local", BootID: "b", Mounter: m, Log: log,
 		Backends: map[string]driver.Backend{
-			"local":      &driver.Local{Mounter: m},
-			"tmpfs":      &driver.Tmpfs{Mounter: m, DefaultSize: "64m"},
+			"local":      &local.Backend{Mounter: m},
+			"tmpfs":      &tmpfs.Backend{Mounter: m, DefaultSize: "64m"},
 			"crypt":      &crypt.Backend{Mounter: m, KeyDir: p.keyDir},
 			nfs.TypeNFS:  nfs.New(m, time.Second, log),
 			nfs.TypeNFS4: &nfs.Backend{Mounter: m, Timeout: time.Second, Type: nfs.TypeNFS4, Log: log},

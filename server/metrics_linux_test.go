@@ -19,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/driver/local"
+	"github.com/holdfast/holdfast/driver/tmpfs"
 	"github.com/holdfast/holdfast/internal/metrics"
 	"github.com/holdfast/holdfast/internal/plugintest"
 	"github.com/holdfast/holdfast/internal/usage"
@@ -48,8 +50,8 @@ func startMetricsPlugin(t *testing.T) *metricsPlugin {
 		Root: filepath.Join(dir, "root"), MountRoot: filepath.Join(dir, "mnt"), Scope: "local",
 		BootID: "b", Mounter: m, Log: log, SampleInterval: 20 * time.Millisecond,
 		Backends: map[string]driver.Backend{
-			"local": &driver.Local{Mounter: m, Walker: walker},
-			"tmpfs": &driver.Tmpfs{Mounter: m, DefaultSize: "16m"},
+			"local": &local.Backend{Mounter: m, Walker: walker},
+			"tmpfs": &tmpfs.Backend{Mounter: m, DefaultSize: "16m"},
 			"slow":  slow,
 		},
 	})

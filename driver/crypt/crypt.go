@@ -53,6 +53,11 @@ type Backend struct {
 	Faults *failpoint.Set
 }
 
+// New returns the crypt backend on mounter, its keys in keyDir.
+func New(mounter volfs.Mounter, keyDir string) *Backend {
+	return &Backend{Mounter: mounter, KeyDir: keyDir}
+}
+
 // step names a fallible step, which tests may fail on purpose.
 func (b *Backend) step(name string) error { return b.Faults.Check(name) }
 

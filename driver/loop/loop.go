@@ -36,6 +36,11 @@ type Backend struct {
 	Faults *failpoint.Set
 }
 
+// New returns the loop backend on mounter.
+func New(mounter volfs.Mounter) *Backend {
+	return &Backend{Mounter: mounter}
+}
+
 // step names a fallible step, which tests may fail on purpose.
 func (b *Backend) step(name string) error { return b.Faults.Check(name) }
 

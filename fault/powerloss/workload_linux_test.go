@@ -12,7 +12,9 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
+	"github.com/holdfast/holdfast/driver/local"
 	"github.com/holdfast/holdfast/driver/loop"
+	"github.com/holdfast/holdfast/driver/tmpfs"
 	"github.com/holdfast/holdfast/internal/volfs"
 )
 
@@ -53,8 +55,8 @@ func newDriver(p paths, boot string) (*driver.Driver, error) {
 	return driver.New(driver.Config{
 		Root: p.root, MountRoot: p.mountRoot, Scope: "local", BootID: boot, Mounter: m, Log: log,
 		Backends: map[string]driver.Backend{
-			"local": &driver.Local{Mounter: m},
-			"tmpfs": &driver.Tmpfs{Mounter: m, DefaultSize: "8m"},
+			"local": &local.Backend{Mounter: m},
+			"tmpfs": &tmpfs.Backend{Mounter: m, DefaultSize: "8m"},
 			"crypt": &crypt.Backend{Mounter: m, KeyDir: p.keyDir},
 			"loop":  &loop.Backend{Mounter: m},
 		},

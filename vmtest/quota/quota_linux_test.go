@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/driver/local"
 	"github.com/holdfast/holdfast/internal/failpoint"
 	"github.com/holdfast/holdfast/internal/guest"
 	"github.com/holdfast/holdfast/internal/quota"
@@ -61,7 +62,7 @@ func (r *rig) start() {
 	m := volfs.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root: r.root, MountRoot: r.mounts, Scope: "local", BootID: "test", Mounter: m, Log: log,
-		Backends: map[string]driver.Backend{"local": &driver.Local{Mounter: m, Faults: r.faults}},
+		Backends: map[string]driver.Backend{"local": &local.Backend{Mounter: m, Faults: r.faults}},
 	})
 	require.NoError(r.t, err)
 	r.d = d

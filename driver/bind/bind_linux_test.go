@@ -1,4 +1,4 @@
-package driver
+package bind
 
 import (
 	"os"
@@ -7,33 +7,36 @@ import (
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/moby/sys/mountinfo"
 	"github.com/sirupsen/logrus/hooks/test"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/driver/tmpfs"
 	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // formsKernelDriver is a driver on the real kernel with the tmpfs and bind
 // backends, bind refusing root's directories.
-func formsKernelDriver(t *testing.T) (*Driver, string) {
+func formsKernelDriver(t *testing.T) (*driver.Driver, string) {
 	t.Helper()
 	root := t.TempDir()
 	log, _ := test.NewNullLogger()
 	m := volfs.KernelMounter{}
-	d, err := New(Config{
+	d, err := driver.New(driver.Config{
 		Root: root, MountRoot: filepath.Join(root, "mounts"), Scope: "local", BootID: "test",
 		Mounter: m, Log: log,
-		Backends: map[string]Backend{
-			"tmpfs":  &Tmpfs{Mounter: m, DefaultSize: "64m"},
-			TypeBind: &Bind{Mounter: m, Allowed: []string{"/"}, Private: map[string]string{"--root": root}},
+		Backends: map[string]driver.Backend{
+			"tmpfs":         tmpfs.New(m, "64m"),
+			driver.TypeBind: &Backend{Mounter: m, Allowed: []string{"/"}, Private: map[string]string{"--root": root}},
 		},
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		d.Close()
-		mounts, _ := m.Mountpoints(d.cfg.MountRoot)
+		mounts, _ := m.Mountpoints(filepath.Join(root, "mounts"))
 		for mp := range mounts {
 			unix.Unmount(mp, unix.MNT_DETACH)
 		}
@@ -162,4 +165,22 @@ func TestKernelBindRefusesASwappedSymlink(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "it is inside --root")
 	assert.Contains(t, err.Error(), "resolves to "+root)
+}
+
+// requireRoot skips tests that need real mounts when not run as root.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts tmpfs and bind mounts for real (make test runs as root)")
+	}
+}
+
+func mountinfoOf(t *testing.T, path string) *mountinfo.Info {
+	t.Helper()
+	infos, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
+	require.NoError(t, err)
+	if len(infos) == 0 {
+		return nil
+	}
+	return infos[len(infos)-1]
 }
