@@ -1,6 +1,3 @@
-// Package driver implements holdfast's Docker volume driver: names, typed
-// options, persistent state, mount-ID leases and dispatch to one Backend per
-// volume type.
 package driver
 
 import (
@@ -69,8 +66,8 @@ type Driver struct {
 	vols map[string]*entry
 	// list is List's answer, built again after any record changed (nil).
 	list []*volume.Volume
-	// deleting counts the removed volumes' directories being deleted.
-	deleting sync.WaitGroup
+	// purging counts the trash entries being purged in the background.
+	purging sync.WaitGroup
 	// trashed numbers the entries moved to the trash by this process.
 	trashed atomic.Uint64
 	// measures holds the last sample of each volume's size and usage.
@@ -125,12 +122,12 @@ func New(cfg Config) (*Driver, error) {
 	return d, nil
 }
 
-// Close waits for the removed volumes' directories to be deleted and
-// closes the state database. Mounted volumes stay mounted.
+// Close waits for the trash entries being purged and closes the state
+// database. Mounted volumes stay mounted.
 func (d *Driver) Close() error {
 	d.stopOnce.Do(func() { close(d.stopSampling) })
 	d.sampling.Wait()
-	d.WaitDeleted()
+	d.WaitPurged()
 	return d.store.Close()
 }
 
@@ -152,14 +149,14 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		if cur.Phase != PhaseRemoving {
 			return sameVolume(cur, typ, opts)
 		}
-		if err := d.retryRemove(cur); err != nil {
+		if err := d.resumeRemove(cur); err != nil {
 			return fmt.Errorf("an earlier volume %s is still being removed and its removal failed again: %w", cur.Name, err)
 		}
 		d.setRecord(e, nil)
 	}
 	v := d.newVolume(req.Name, typ, opts)
 	if err := d.create(b, v); err != nil {
-		d.forget(req.Name, e)
+		d.drop(req.Name, e)
 		return err
 	}
 	d.setRecord(e, v)
@@ -265,7 +262,7 @@ func (d *Driver) create(b Backend, v *Volume) error {
 		err = d.store.Put(v)
 	}
 	if err != nil {
-		if derr := d.discard(ctx, b, v); derr != nil {
+		if derr := d.removeStorage(ctx, b, v); derr != nil {
 			d.cfg.Log.WithError(derr).WithField("volume", v.Name).Error("a failed Create left storage behind; holdfast removes it at its next start, or before a volume of this name is created")
 		}
 		return volfs.RootFull(err, v.Dir)
@@ -351,8 +348,8 @@ func (d *Driver) save(e *entry, v *Volume) error {
 	return nil
 }
 
-// forget drops e from the map if it is still the entry of name.
-func (d *Driver) forget(name string, e *entry) {
+// drop drops e from the map if it is still the entry of name.
+func (d *Driver) drop(name string, e *entry) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e.vol = nil

@@ -523,7 +523,7 @@ func TestRemovedDirectoriesGoThroughTheTrash(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(v.Dir, "data", "file"), []byte("x"), 0o600))
 	require.NoError(t, r.d.Remove(&volume.RemoveRequest{Name: "big"}))
 	assert.NoDirExists(t, v.Dir, "moved away before Remove answers")
-	r.d.deleting.Wait()
+	r.d.purging.Wait()
 	trash := filepath.Join(r.root, "trash")
 	assert.Empty(t, entries(t, trash), "deleted in the background")
 
@@ -533,7 +533,7 @@ func TestRemovedDirectoriesGoThroughTheTrash(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(trash, "mounted.2", "fs"), 0o700))
 	require.NoError(t, r.mounter.Mount("/dev/loop9", filepath.Join(trash, "mounted.2", "fs"), "ext4", 0, ""))
 	r.restart(false)
-	r.d.deleting.Wait()
+	r.d.purging.Wait()
 	assert.Equal(t, []string{"mounted.2"}, entries(t, trash))
 }
 

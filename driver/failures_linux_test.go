@@ -40,7 +40,7 @@ func TestRemoveOnFullRoot(t *testing.T) {
 	require.NoError(t, d.Remove(&volume.RemoveRequest{Name: "hog"}), "Remove on a full --root")
 	_, err = d.Get(&volume.GetRequest{Name: "hog"})
 	assert.ErrorIs(t, err, ErrNotFound)
-	d.deleting.Wait()
+	d.purging.Wait()
 	assert.Greater(t, s.free(), int64(8<<20), "the space is free again")
 	lifecycle(t, d, "hog", nil)
 }
@@ -57,7 +57,7 @@ func TestLongestNames(t *testing.T) {
 			require.NoError(t, ValidateName(name))
 			for range 2 { // the name can be used again
 				lifecycle(t, d, name, map[string]string{"type": typ})
-				d.deleting.Wait()
+				d.purging.Wait()
 				assert.Empty(t, entries(t, d.trashDir()), "the trash is empty")
 				_, err := d.Get(&volume.GetRequest{Name: name})
 				assert.ErrorIs(t, err, ErrNotFound)

@@ -15,7 +15,7 @@ import (
 // A volume's directory holds a copy of its record in a file whose name
 // says where the volume is in its life, so that one database commit per
 // request is enough: a crash leaves either the commit or the file, and
-// start-up finishes the job.
+// start-up resumes the request.
 //
 //   - Create writes the record as a create intent (creatingFile) before
 //     the backend makes anything, and renames it to recordFile after the
@@ -23,8 +23,8 @@ import (
 //     undone at start-up; with one, it is renamed.
 //   - Remove renames recordFile to the remove intent (removingFile) and
 //     syncs the directory before the backend destroys anything, then
-//     deletes the record, then moves the directory to the trash. A remove
-//     intent is always completed: the backend may have destroyed the key.
+//     deletes the record, then trashes the directory. A remove intent is
+//     always completed: the backend may have destroyed the key.
 //     A rename needs no free block, so a full --root never keeps the
 //     volume that filled it from being removed.
 //

@@ -113,7 +113,7 @@ func (r *rig) unmount(name, id string) {
 func (r *rig) remove(name string) {
 	r.t.Helper()
 	require.NoError(r.t, r.api.Remove(&volume.RemoveRequest{Name: name}))
-	r.d.WaitDeleted()
+	r.d.WaitPurged()
 	assert.NoDirExists(r.t, filepath.Join(r.root, "volumes", name))
 	r.requireReleased(name)
 }

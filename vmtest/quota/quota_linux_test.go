@@ -226,7 +226,7 @@ func TestQuotaLocalVolume(t *testing.T) {
 			q, err := quota.Get(r.fs, idSmall)
 			require.NoError(t, err)
 			assert.Zero(t, q.Limit, "Remove clears the limit")
-			r.d.WaitDeleted()
+			r.d.WaitPurged()
 			require.Eventually(t, func() bool {
 				unix.Sync()
 				q, err := quota.Get(r.fs, idSmall)
@@ -295,7 +295,7 @@ func TestQuotaCreateFailureLeavesNothing(t *testing.T) {
 			require.Contains(t, steps, "set project quota")
 			id := r.projectID("probe")
 			require.NoError(t, r.d.Remove(&volume.RemoveRequest{Name: "probe"}))
-			r.d.WaitDeleted()
+			r.d.WaitPurged()
 			for _, step := range []string{"assign project id", "set project quota", "sync data directory"} {
 				r.faults.Arm(step, 1, nil)
 				require.Error(t, r.create("probe", "4m"), step)
@@ -303,7 +303,7 @@ func TestQuotaCreateFailureLeavesNothing(t *testing.T) {
 				_, err := r.d.Get(&volume.GetRequest{Name: "probe"})
 				assert.ErrorIs(t, err, driver.ErrNotFound, "%s: no volume", step)
 				assert.NoDirExists(t, filepath.Join(r.root, "volumes", "probe"), step)
-				r.d.WaitDeleted()
+				r.d.WaitPurged()
 				require.Eventually(t, func() bool {
 					unix.Sync()
 					q, err := quota.Get(r.fs, id)
