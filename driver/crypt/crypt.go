@@ -174,7 +174,7 @@ func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
 	if err := b.step("sync backing file"); err != nil {
 		return err
 	}
-	return syncFile(backingFile(v))
+	return volfs.SyncPath(backingFile(v))
 }
 
 // format attaches the backing file, makes the filesystem and its root
@@ -249,7 +249,7 @@ func (b *Backend) open(ctx context.Context, v *driver.Volume, key []byte) (strin
 			return dev, func() {}, nil
 		}
 	}
-	loop, err := b.loop(v)
+	loop, err := b.attach(v)
 	if err != nil {
 		return "", nil, err
 	}
@@ -265,9 +265,9 @@ func (b *Backend) open(ctx context.Context, v *driver.Volume, key []byte) (strin
 	return dev, closeLoop, nil
 }
 
-// loop returns the loop device already attached to the backing file, or
+// attach returns the loop device already attached to the backing file, or
 // attaches one.
-func (b *Backend) loop(v *driver.Volume) (*loopdev.Device, error) {
+func (b *Backend) attach(v *driver.Volume) (*loopdev.Device, error) {
 	if err := b.step("attach loop device"); err != nil {
 		return nil, err
 	}

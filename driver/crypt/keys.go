@@ -105,7 +105,7 @@ func (k keyStore) generate(volume string) error {
 		err = cerr
 	}
 	if err == nil {
-		err = syncDir(k.dir)
+		err = volfs.SyncPath(k.dir)
 	}
 	if err != nil {
 		os.Remove(path)
@@ -176,22 +176,10 @@ func (k keyStore) destroy(volume string) error {
 		err = os.Remove(path)
 	}
 	if err == nil {
-		err = syncDir(k.dir)
+		err = volfs.SyncPath(k.dir)
 	}
 	if err != nil {
 		return fmt.Errorf("destroy key file %s: %w", path, err)
 	}
 	return nil
-}
-
-// syncFile makes a file's data and size durable.
-func syncFile(path string) error { return syncDir(path) }
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -98,7 +98,7 @@ func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
 	// durable before the driver commits the record.
 	err = b.step("sync backing file")
 	if err == nil {
-		err = syncFile(backingFile(v))
+		err = volfs.SyncPath(backingFile(v))
 	}
 	if err != nil {
 		return fmt.Errorf("sync backing file: %w", err)
@@ -264,14 +264,4 @@ func (b *Backend) Status(v *driver.Volume) map[string]any {
 		maps.Copy(st, volfs.Usage(v.Mountpoint))
 	}
 	return st
-}
-
-// syncFile makes a file's data and size durable.
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
