@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 
 	"golang.org/x/sys/unix"
@@ -121,9 +120,11 @@ func engine(opts map[string]string) (string, error) {
 	return EngineFscrypt, nil
 }
 
-func backingFile(v *driver.Volume) string { return filepath.Join(v.Dir, "backing.img") }
-func stagingDir(v *driver.Volume) string  { return filepath.Join(v.Dir, "fs") }
-func dataDir(v *driver.Volume) string     { return filepath.Join(stagingDir(v), "data") }
+// The backing file, the staging directory of its filesystem and the
+// volume's root inside it, laid out as loopdev says.
+func backingFile(v *driver.Volume) string { return loopdev.ImageFile(v.Dir) }
+func stagingDir(v *driver.Volume) string  { return loopdev.StagingDir(v.Dir) }
+func dataDir(v *driver.Volume) string     { return loopdev.RootDir(v.Dir) }
 
 func (b *Backend) keys() keyStore { return keyStore{dir: b.KeyDir, faults: b.Faults} }
 
@@ -274,15 +275,9 @@ func (b *Backend) attach(v *driver.Volume) (*loopdev.Device, error) {
 	return loopdev.Acquire(backingFile(v))
 }
 
+// mountFS mounts the filesystem on dev at the staging directory.
 func (b *Backend) mountFS(dev string, v *driver.Volume) error {
-	err := b.step("mkdir staging directory")
-	if err == nil {
-		err = os.MkdirAll(stagingDir(v), 0o700)
-	}
-	if err != nil {
-		return volfs.RootFull(fmt.Errorf("create staging directory: %w", err), v.Dir)
-	}
-	return b.Mounter.Mount(dev, stagingDir(v), v.Options["fs"], nodevNosuid, "")
+	return loopdev.MountStaging(b.Mounter, b.Faults, dev, v.Options["fs"], v.Dir)
 }
 
 // key reads the volume's key from the key directory.
@@ -376,11 +371,11 @@ func (b *Backend) Recover(ctx context.Context, v *driver.Volume) error {
 // LUKS mapping and detaches the loop device, whichever of them exist.
 func (b *Backend) teardown(ctx context.Context, v *driver.Volume) error {
 	var errs []error
-	mounts, err := b.Mounter.Mountpoints(stagingDir(v))
+	mounted, err := loopdev.StagingMounted(b.Mounter, v.Dir)
 	if err != nil {
 		return err
 	}
-	if _, ok := mounts[stagingDir(v)]; ok {
+	if mounted {
 		if id := v.Info[infoKeyID]; id != "" {
 			errs = append(errs, b.removeKey(stagingDir(v), id))
 		}
@@ -395,11 +390,7 @@ func (b *Backend) teardown(ctx context.Context, v *driver.Volume) error {
 		}
 		errs = append(errs, err)
 	}
-	if err := b.step("detach loop device"); err != nil {
-		errs = append(errs, err)
-	} else {
-		errs = append(errs, loopdev.Detach(backingFile(v)))
-	}
+	errs = append(errs, loopdev.DetachImage(b.Faults, v.Dir))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("lock volume %s: %w", v.Name, err)
 	}

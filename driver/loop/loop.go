@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -67,13 +66,11 @@ func (b *Backend) Parse(raw map[string]string) (map[string]string, error) {
 	return opts, nil
 }
 
-func backingFile(v *driver.Volume) string { return filepath.Join(v.Dir, "backing.img") }
-func stagingDir(v *driver.Volume) string  { return filepath.Join(v.Dir, "fs") }
-
-// dataDir is the volume's root: a directory inside the filesystem, so
-// that the volume holds neither lost+found nor anything else mkfs makes,
-// and has the owner and mode asked for.
-func dataDir(v *driver.Volume) string { return filepath.Join(stagingDir(v), "data") }
+// The image, the staging directory of its filesystem and the volume's
+// root inside it, laid out as loopdev says.
+func backingFile(v *driver.Volume) string { return loopdev.ImageFile(v.Dir) }
+func stagingDir(v *driver.Volume) string  { return loopdev.StagingDir(v.Dir) }
+func dataDir(v *driver.Volume) string     { return loopdev.RootDir(v.Dir) }
 
 // Create makes the image with all its space allocated, the filesystem and
 // the volume's root directory in it, and syncs the image. On error it
@@ -156,18 +153,9 @@ func (b *Backend) attach(v *driver.Volume) (*loopdev.Device, error) {
 	return dev, nil
 }
 
-// mountFS mounts the filesystem on dev at the staging directory, nosuid
-// and nodev: no container leaves a setuid program or a device node there
-// for another.
+// mountFS mounts the filesystem on dev at the staging directory.
 func (b *Backend) mountFS(dev string, v *driver.Volume) error {
-	err := b.step("mkdir staging directory")
-	if err == nil {
-		err = os.MkdirAll(stagingDir(v), 0o700)
-	}
-	if err != nil {
-		return volfs.RootFull(fmt.Errorf("create staging directory: %w", err), v.Dir)
-	}
-	return b.Mounter.Mount(dev, stagingDir(v), v.Options["fs"], unix.MS_NODEV|unix.MS_NOSUID, "")
+	return loopdev.MountStaging(b.Mounter, b.Faults, dev, v.Options["fs"], v.Dir)
 }
 
 // Mount attaches the image, mounts its filesystem and bind-mounts the
@@ -235,18 +223,14 @@ func (b *Backend) Remove(_ context.Context, v *driver.Volume) error { return b.t
 // of them exist.
 func (b *Backend) teardown(v *driver.Volume) error {
 	var errs []error
-	mounts, err := b.Mounter.Mountpoints(stagingDir(v))
+	mounted, err := loopdev.StagingMounted(b.Mounter, v.Dir)
 	if err != nil {
 		return err
 	}
-	if _, ok := mounts[stagingDir(v)]; ok {
+	if mounted {
 		errs = append(errs, volfs.UnmountPath(b.Mounter, stagingDir(v)))
 	}
-	if err := b.step("detach loop device"); err != nil {
-		errs = append(errs, err)
-	} else {
-		errs = append(errs, loopdev.Detach(backingFile(v)))
-	}
+	errs = append(errs, loopdev.DetachImage(b.Faults, v.Dir))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("release volume %s: %w", v.Name, err)
 	}
