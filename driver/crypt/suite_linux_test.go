@@ -20,11 +20,11 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/loopdev"
 	"github.com/holdfast/holdfast/internal/volfs"
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 	"github.com/holdfast/holdfast/server"
 )
 
@@ -48,10 +48,7 @@ func newRig(t testing.TB) *rig {
 	r.start()
 	t.Cleanup(func() {
 		r.d.Close()
-		mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(r.root))
-		for i := len(mounts) - 1; i >= 0; i-- {
-			unix.Unmount(mounts[i].Mountpoint, unix.MNT_DETACH)
-		}
+		volfstest.DetachBelow(r.root)
 	})
 	return r
 }

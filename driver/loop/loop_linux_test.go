@@ -22,6 +22,7 @@ import (
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/loopdev"
 	"github.com/holdfast/holdfast/internal/volfs"
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 	"github.com/holdfast/holdfast/server"
 )
 
@@ -52,10 +53,7 @@ func newRig(t *testing.T, rootSize int64) *rig {
 		if r.d != nil {
 			r.d.Close()
 		}
-		mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(r.root))
-		for i := len(mounts) - 1; i >= 0; i-- {
-			unix.Unmount(mounts[i].Mountpoint, unix.MNT_DETACH)
-		}
+		volfstest.DetachBelow(r.root)
 		imgs, _ := filepath.Glob(filepath.Join(r.root, "volumes", "*", "backing.img"))
 		for _, img := range imgs {
 			loopdev.Detach(img)

@@ -1,7 +1,6 @@
 package tmpfs
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -13,6 +12,7 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/volfs"
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 )
 
 // tmpfsDriver is a driver on the real kernel whose tmpfs volumes default
@@ -47,7 +47,7 @@ func tmpfsCreate(d *driver.Driver, name string, opts map[string]string) error {
 // --tmpfs-size the same Create (Swarm repeats it before every task) still
 // matches it, and the volume still mounts at its own size.
 func TestTmpfsKeepsItsSizeWhenTheDefaultChanges(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs for real")
 	root := t.TempDir()
 	d := tmpfsDriver(t, root, "64m")
 	noSize := map[string]string{"type": "tmpfs"}
@@ -102,7 +102,7 @@ func TestTmpfsKeepsItsSizeWhenTheDefaultChanges(t *testing.T) {
 // deferred hold the default of their time as "size"; they are the form
 // Create still writes, and match a Create without size under any default.
 func TestTmpfsRecordOfEarlierHoldfast(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs for real")
 	root := t.TempDir()
 	d := tmpfsDriver(t, root, "64m")
 	require.NoError(t, d.Close())
@@ -120,12 +120,4 @@ func TestTmpfsRecordOfEarlierHoldfast(t *testing.T) {
 	var st unix.Statfs_t
 	require.NoError(t, unix.Statfs(res.Mountpoint, &st))
 	assert.EqualValues(t, 4<<20, st.Blocks*uint64(st.Bsize))
-}
-
-// requireRoot skips tests that need real mounts when not run as root.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts tmpfs for real (make test runs as root)")
-	}
 }
