@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast/holdfast/internal/volfs"
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 )
 
 // otherUID owns the directories a test hands to another user.
@@ -22,28 +23,6 @@ func requireRootForChown(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: gives directories to another user with chown (make unit runs as root)")
 	}
-}
-
-// modeOf returns the permission bits of path.
-func modeOf(t *testing.T, path string) os.FileMode {
-	t.Helper()
-	fi, err := os.Stat(path)
-	require.NoError(t, err)
-	return fi.Mode().Perm()
-}
-
-// correctedWarnings returns the warn lines of hook that corrected a mode,
-// by path.
-func correctedWarnings(hook *test.Hook) map[string]*logrus.Entry {
-	out := map[string]*logrus.Entry{}
-	for _, e := range hook.AllEntries() {
-		if e.Level == logrus.WarnLevel {
-			if p, ok := e.Data["path"].(string); ok {
-				out[p] = e
-			}
-		}
-	}
-	return out
 }
 
 // TestNewCreatesPrivateDirs: a fresh --root, --mount-root and everything
@@ -57,10 +36,10 @@ func TestNewCreatesPrivateDirs(t *testing.T) {
 	require.NoError(t, err)
 	defer d.Close()
 	for _, dir := range []string{root, mountRoot, filepath.Join(root, "volumes"), filepath.Join(root, "trash")} {
-		assert.Equal(t, os.FileMode(0o700), modeOf(t, dir), dir)
+		assert.Equal(t, os.FileMode(0o700), volfstest.Mode(t, dir), dir)
 	}
-	assert.Equal(t, os.FileMode(0o600), modeOf(t, filepath.Join(root, "holdfast.db")))
-	assert.Empty(t, correctedWarnings(hook))
+	assert.Equal(t, os.FileMode(0o600), volfstest.Mode(t, filepath.Join(root, "holdfast.db")))
+	assert.Empty(t, volfstest.ModeCorrections(hook))
 }
 
 // TestNewCorrectsLooseDirs: an existing --root, --mount-root, volumes,
@@ -89,15 +68,15 @@ func TestNewCorrectsLooseDirs(t *testing.T) {
 	}
 	log, hook := test.NewNullLogger()
 	start(log)
-	warned := correctedWarnings(hook)
+	warned := volfstest.ModeCorrections(hook)
 	for _, dir := range dirs {
-		assert.Equal(t, os.FileMode(0o700), modeOf(t, dir), dir)
+		assert.Equal(t, os.FileMode(0o700), volfstest.Mode(t, dir), dir)
 		if e := warned[dir]; assert.NotNil(t, e, "warning for %s", dir) {
 			assert.Equal(t, "0755", e.Data["mode"], dir)
 			assert.Equal(t, "0700", e.Data["new_mode"], dir)
 		}
 	}
-	assert.Equal(t, os.FileMode(0o600), modeOf(t, db))
+	assert.Equal(t, os.FileMode(0o600), volfstest.Mode(t, db))
 	if e := warned[db]; assert.NotNil(t, e, "warning for %s", db) {
 		assert.Equal(t, "0644", e.Data["mode"])
 		assert.Equal(t, "0600", e.Data["new_mode"])
@@ -107,7 +86,7 @@ func TestNewCorrectsLooseDirs(t *testing.T) {
 	// Started again: nothing left to correct, nothing logged.
 	hook.Reset()
 	start(log)
-	assert.Empty(t, correctedWarnings(hook))
+	assert.Empty(t, volfstest.ModeCorrections(hook))
 }
 
 // TestPrivateDirRefusesOtherOwners: a directory owned by another user, a
@@ -138,7 +117,7 @@ func TestPrivateDirRefusesOtherOwners(t *testing.T) {
 		require.Error(t, err, tc.path)
 		assert.Contains(t, err.Error(), tc.want)
 	}
-	assert.Equal(t, os.FileMode(0o755), modeOf(t, theirs), "a refused directory is left alone")
+	assert.Equal(t, os.FileMode(0o755), volfstest.Mode(t, theirs), "a refused directory is left alone")
 
 	for _, flag := range []string{"--root", "--mount-root"} {
 		cfg := Config{Root: filepath.Join(base, "r"), MountRoot: filepath.Join(base, "m"), Scope: "local", BootID: "b",

@@ -6,33 +6,12 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 )
-
-// modeOf returns the permission bits of path.
-func modeOf(t *testing.T, path string) os.FileMode {
-	t.Helper()
-	fi, err := os.Stat(path)
-	require.NoError(t, err)
-	return fi.Mode().Perm()
-}
-
-// correctedWarnings returns the warn lines of hook that corrected a mode,
-// by path.
-func correctedWarnings(hook *test.Hook) map[string]*logrus.Entry {
-	out := map[string]*logrus.Entry{}
-	for _, e := range hook.AllEntries() {
-		if e.Level == logrus.WarnLevel {
-			if p, ok := e.Data["path"].(string); ok {
-				out[p] = e
-			}
-		}
-	}
-	return out
-}
 
 // TestCheckPrivateDirModes: group or other bits of any kind are removed;
 // 0700 and tighter are left as they are.
@@ -49,8 +28,8 @@ func TestCheckPrivateDirModes(t *testing.T) {
 			exists, err := CheckPrivateDir(dir, "--root", log)
 			require.NoError(t, err)
 			assert.True(t, exists)
-			assert.Equal(t, tc.want, modeOf(t, dir))
-			assert.Equal(t, tc.mode != tc.want, len(correctedWarnings(hook)) == 1, "warned")
+			assert.Equal(t, tc.want, volfstest.Mode(t, dir))
+			assert.Equal(t, tc.mode != tc.want, len(volfstest.ModeCorrections(hook)) == 1, "warned")
 		})
 	}
 }

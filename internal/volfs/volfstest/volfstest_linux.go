@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/moby/sys/mountinfo"
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -40,4 +42,26 @@ func DetachBelow(dir string) {
 	for i := len(mounts) - 1; i >= 0; i-- {
 		unix.Unmount(mounts[i].Mountpoint, unix.MNT_DETACH)
 	}
+}
+
+// Mode returns the permission bits of path.
+func Mode(t testing.TB, path string) os.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	return fi.Mode().Perm()
+}
+
+// ModeCorrections returns the warnings in hook that corrected a mode
+// (volfs.CheckPrivateDir, volfs.PrivateFile), by path.
+func ModeCorrections(hook *test.Hook) map[string]*logrus.Entry {
+	out := map[string]*logrus.Entry{}
+	for _, e := range hook.AllEntries() {
+		if e.Level == logrus.WarnLevel {
+			if p, ok := e.Data["path"].(string); ok {
+				out[p] = e
+			}
+		}
+	}
+	return out
 }
