@@ -1,6 +1,3 @@
-// Package driver implements holdfast's Docker volume driver: names, typed
-// options, persistent state, mount-ID leases and dispatch to one Backend per
-// volume type.
 package driver
 
 import (
@@ -21,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/holdfast/holdfast/internal/failpoint"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // Deadlines for backend work, inside dockerd's own per-call timeouts
@@ -44,7 +42,7 @@ type Config struct {
 	// BootID identifies the running kernel boot.
 	BootID string
 	// Mounter is the mount table; backends are given the same one.
-	Mounter Mounter
+	Mounter volfs.Mounter
 	// Backends maps each volume type to its backend.
 	Backends map[string]Backend
 	// Log receives the driver's own messages.
@@ -68,8 +66,8 @@ type Driver struct {
 	vols map[string]*entry
 	// list is List's answer, built again after any record changed (nil).
 	list []*volume.Volume
-	// deleting counts the removed volumes' directories being deleted.
-	deleting sync.WaitGroup
+	// purging counts the trash entries being purged in the background.
+	purging sync.WaitGroup
 	// trashed numbers the entries moved to the trash by this process.
 	trashed atomic.Uint64
 	// measures holds the last sample of each volume's size and usage.
@@ -89,19 +87,19 @@ type entry struct {
 // and the boot id, and returns the driver. Close releases it.
 func New(cfg Config) (*Driver, error) {
 	var err error
-	// Root only, at every level: see perm_linux.go.
-	if cfg.Root, err = PrivateDir(cfg.Root, "--root", cfg.Log); err != nil {
+	// Root only, at every level: see volfs.PrivateDir.
+	if cfg.Root, err = volfs.PrivateDir(cfg.Root, "--root", cfg.Log); err != nil {
 		return nil, err
 	}
-	if cfg.MountRoot, err = PrivateDir(cfg.MountRoot, "--mount-root", cfg.Log); err != nil {
+	if cfg.MountRoot, err = volfs.PrivateDir(cfg.MountRoot, "--mount-root", cfg.Log); err != nil {
 		return nil, err
 	}
 	for _, dir := range []string{"volumes", "trash"} {
-		if _, err := PrivateDir(filepath.Join(cfg.Root, dir), "--root", cfg.Log); err != nil {
+		if _, err := volfs.PrivateDir(filepath.Join(cfg.Root, dir), "--root", cfg.Log); err != nil {
 			return nil, err
 		}
 	}
-	if err := privateFile(filepath.Join(cfg.Root, "holdfast.db"), cfg.Log); err != nil {
+	if err := volfs.PrivateFile(filepath.Join(cfg.Root, "holdfast.db"), cfg.Log); err != nil {
 		return nil, err
 	}
 	store, err := OpenStore(filepath.Join(cfg.Root, "holdfast.db"))
@@ -124,12 +122,12 @@ func New(cfg Config) (*Driver, error) {
 	return d, nil
 }
 
-// Close waits for the removed volumes' directories to be deleted and
-// closes the state database. Mounted volumes stay mounted.
+// Close waits for the trash entries being purged and closes the state
+// database. Mounted volumes stay mounted.
 func (d *Driver) Close() error {
 	d.stopOnce.Do(func() { close(d.stopSampling) })
 	d.sampling.Wait()
-	d.WaitDeleted()
+	d.WaitPurged()
 	return d.store.Close()
 }
 
@@ -151,14 +149,14 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		if cur.Phase != PhaseRemoving {
 			return sameVolume(cur, typ, opts)
 		}
-		if err := d.retryRemove(cur); err != nil {
+		if err := d.resumeRemove(cur); err != nil {
 			return fmt.Errorf("an earlier volume %s is still being removed and its removal failed again: %w", cur.Name, err)
 		}
 		d.setRecord(e, nil)
 	}
 	v := d.newVolume(req.Name, typ, opts)
 	if err := d.create(b, v); err != nil {
-		d.forget(req.Name, e)
+		d.drop(req.Name, e)
 		return err
 	}
 	d.setRecord(e, v)
@@ -244,7 +242,7 @@ func (d *Driver) create(b Backend, v *Volume) error {
 	ctx, cancel := context.WithTimeout(context.Background(), longOpTimeout)
 	defer cancel()
 	if err := d.makeVolumeDir(ctx, v); err != nil {
-		return RootFull(err, v)
+		return volfs.RootFull(err, v.Dir)
 	}
 	err := d.writeRecord(v, creatingFile)
 	if err == nil {
@@ -264,10 +262,10 @@ func (d *Driver) create(b Backend, v *Volume) error {
 		err = d.store.Put(v)
 	}
 	if err != nil {
-		if derr := d.discard(ctx, b, v); derr != nil {
+		if derr := d.removeStorage(ctx, b, v); derr != nil {
 			d.cfg.Log.WithError(derr).WithField("volume", v.Name).Error("a failed Create left storage behind; holdfast removes it at its next start, or before a volume of this name is created")
 		}
-		return RootFull(err, v)
+		return volfs.RootFull(err, v.Dir)
 	}
 	if err := d.markCreated(v); err != nil {
 		d.cfg.Log.WithError(err).WithField("volume", v.Name).Warn("create intent left behind; holdfast turns it into the volume's record at its next start")
@@ -350,8 +348,8 @@ func (d *Driver) save(e *entry, v *Volume) error {
 	return nil
 }
 
-// forget drops e from the map if it is still the entry of name.
-func (d *Driver) forget(name string, e *entry) {
+// drop drops e from the map if it is still the entry of name.
+func (d *Driver) drop(name string, e *entry) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e.vol = nil

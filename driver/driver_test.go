@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast/holdfast/internal/quota"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // rig is a driver over temporary directories and a fake mount table.
@@ -30,7 +31,7 @@ type rig struct {
 
 // countingMounter counts Mount calls on top of the fake table.
 type countingMounter struct {
-	*FakeMounter
+	*volfs.FakeMounter
 	mu     sync.Mutex
 	mounts int
 }
@@ -43,7 +44,7 @@ func (c *countingMounter) Mount(source, target, fstype string, flags uintptr, da
 }
 
 func newRig(t *testing.T) *rig {
-	r := &rig{t: t, root: t.TempDir(), mounter: &countingMounter{FakeMounter: NewFakeMounter()}, boot: "boot-1"}
+	r := &rig{t: t, root: t.TempDir(), mounter: &countingMounter{FakeMounter: volfs.NewFakeMounter()}, boot: "boot-1"}
 	r.start()
 	t.Cleanup(func() { r.d.Close() })
 	return r
@@ -53,10 +54,7 @@ func newRig(t *testing.T) *rig {
 func (r *rig) start() {
 	r.t.Helper()
 	log, _ := test.NewNullLogger()
-	backends := map[string]Backend{
-		"local": &Local{Mounter: r.mounter},
-		"tmpfs": &Tmpfs{Mounter: r.mounter, DefaultSize: "64m"},
-	}
+	backends := RealBackends(r.mounter)
 	for k, b := range r.extra {
 		backends[k] = b
 	}
@@ -74,7 +72,7 @@ func (r *rig) restart(reboot bool) {
 	require.NoError(r.t, r.d.Close())
 	if reboot {
 		r.boot += "+"
-		r.mounter = &countingMounter{FakeMounter: NewFakeMounter()}
+		r.mounter = &countingMounter{FakeMounter: volfs.NewFakeMounter()}
 	}
 	r.start()
 }
@@ -347,7 +345,7 @@ func TestGetAndList(t *testing.T) {
 
 // blocker is a backend whose Mount waits until released.
 type blocker struct {
-	Local
+	Backend
 	entered, release chan struct{}
 }
 
@@ -355,12 +353,12 @@ func (b *blocker) Parse(raw map[string]string) (map[string]string, error) { retu
 func (b *blocker) Mount(ctx context.Context, v *Volume) error {
 	close(b.entered)
 	<-b.release
-	return b.Local.Mount(ctx, v)
+	return b.Backend.Mount(ctx, v)
 }
 
 func TestGetAndListNeverWaitForABackend(t *testing.T) {
 	r := newRig(t)
-	b := &blocker{Local: Local{Mounter: r.mounter}, entered: make(chan struct{}), release: make(chan struct{})}
+	b := &blocker{Backend: RealBackends(r.mounter)["local"], entered: make(chan struct{}), release: make(chan struct{})}
 	r.extra = map[string]Backend{"slow": b}
 	r.restart(false)
 	r.create("slow-vol", map[string]string{"type": "slow"})
@@ -525,7 +523,7 @@ func TestRemovedDirectoriesGoThroughTheTrash(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(v.Dir, "data", "file"), []byte("x"), 0o600))
 	require.NoError(t, r.d.Remove(&volume.RemoveRequest{Name: "big"}))
 	assert.NoDirExists(t, v.Dir, "moved away before Remove answers")
-	r.d.deleting.Wait()
+	r.d.purging.Wait()
 	trash := filepath.Join(r.root, "trash")
 	assert.Empty(t, entries(t, trash), "deleted in the background")
 
@@ -535,7 +533,7 @@ func TestRemovedDirectoriesGoThroughTheTrash(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(trash, "mounted.2", "fs"), 0o700))
 	require.NoError(t, r.mounter.Mount("/dev/loop9", filepath.Join(trash, "mounted.2", "fs"), "ext4", 0, ""))
 	r.restart(false)
-	r.d.deleting.Wait()
+	r.d.purging.Wait()
 	assert.Equal(t, []string{"mounted.2"}, entries(t, trash))
 }
 

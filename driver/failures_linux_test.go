@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 )
 
 // Single failures found on the real kernel, each of which once lost data
@@ -40,7 +42,7 @@ func TestRemoveOnFullRoot(t *testing.T) {
 	require.NoError(t, d.Remove(&volume.RemoveRequest{Name: "hog"}), "Remove on a full --root")
 	_, err = d.Get(&volume.GetRequest{Name: "hog"})
 	assert.ErrorIs(t, err, ErrNotFound)
-	d.deleting.Wait()
+	d.purging.Wait()
 	assert.Greater(t, s.free(), int64(8<<20), "the space is free again")
 	lifecycle(t, d, "hog", nil)
 }
@@ -49,7 +51,7 @@ func TestRemoveOnFullRoot(t *testing.T) {
 // for every type on this host: its trash entry once had a suffix that did
 // not fit, so Remove answered success and left the data and the name.
 func TestLongestNames(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs and bind mounts for real")
 	for _, typ := range []string{"local", "tmpfs"} {
 		t.Run(typ, func(t *testing.T) {
 			d := kernelDriver(t, t.TempDir())
@@ -57,7 +59,7 @@ func TestLongestNames(t *testing.T) {
 			require.NoError(t, ValidateName(name))
 			for range 2 { // the name can be used again
 				lifecycle(t, d, name, map[string]string{"type": typ})
-				d.deleting.Wait()
+				d.purging.Wait()
 				assert.Empty(t, entries(t, d.trashDir()), "the trash is empty")
 				_, err := d.Get(&volume.GetRequest{Name: name})
 				assert.ErrorIs(t, err, ErrNotFound)
@@ -73,7 +75,7 @@ func TestLongestNames(t *testing.T) {
 // had been written since. Now it stays out of service until the removal
 // completes.
 func TestStartCannotCompleteARemove(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs and bind mounts for real")
 	root := t.TempDir()
 	d := kernelDriver(t, root)
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "half"}))
@@ -110,7 +112,7 @@ func TestStartCannotCompleteARemove(t *testing.T) {
 // the Unmount succeeds, the mount is detached lazily, and the next Mount
 // answers a live mount, never the bare mountpoint.
 func TestBusyLastUnmount(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs and bind mounts for real")
 	for _, typ := range []string{"local", "tmpfs"} {
 		for _, hold := range []string{"cwd", "open file"} {
 			t.Run(typ+"/"+hold, func(t *testing.T) {
@@ -133,14 +135,14 @@ func TestBusyLastUnmount(t *testing.T) {
 				require.NoError(t, err)
 
 				require.NoError(t, d.Unmount(&volume.UnmountRequest{Name: "held", ID: "a"}))
-				assert.Nil(t, mountinfoOf(t, res.Mountpoint), "detached")
+				assert.Nil(t, volfstest.MountOf(t, res.Mountpoint), "detached")
 				get, err := d.Get(&volume.GetRequest{Name: "held"})
 				require.NoError(t, err)
 				assert.Equal(t, false, get.Volume.Status["mounted"])
 
 				res, err = d.Mount(&volume.MountRequest{Name: "held", ID: "b"})
 				require.NoError(t, err)
-				require.NotNil(t, mountinfoOf(t, res.Mountpoint), "Mount answers a live mount")
+				require.NotNil(t, volfstest.MountOf(t, res.Mountpoint), "Mount answers a live mount")
 				_, err = os.Stat(filepath.Join(res.Mountpoint, "before"))
 				if typ == "local" {
 					assert.NoError(t, err, "a local volume's data is the same")

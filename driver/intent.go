@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // A volume's directory holds a copy of its record in a file whose name
 // says where the volume is in its life, so that one database commit per
 // request is enough: a crash leaves either the commit or the file, and
-// start-up finishes the job.
+// start-up resumes the request.
 //
 //   - Create writes the record as a create intent (creatingFile) before
 //     the backend makes anything, and renames it to recordFile after the
@@ -21,8 +23,8 @@ import (
 //     undone at start-up; with one, it is renamed.
 //   - Remove renames recordFile to the remove intent (removingFile) and
 //     syncs the directory before the backend destroys anything, then
-//     deletes the record, then moves the directory to the trash. A remove
-//     intent is always completed: the backend may have destroyed the key.
+//     deletes the record, then trashes the directory. A remove intent is
+//     always completed: the backend may have destroyed the key.
 //     A rename needs no free block, so a full --root never keeps the
 //     volume that filled it from being removed.
 //
@@ -110,7 +112,7 @@ func (d *Driver) markRemoving(v *Volume) error {
 		err = d.syncDir(v.Dir)
 	}
 	if err != nil {
-		return RootFull(fmt.Errorf("record the removal of %s: %w", v.Name, err), v)
+		return volfs.RootFull(fmt.Errorf("record the removal of %s: %w", v.Name, err), v.Dir)
 	}
 	return nil
 }

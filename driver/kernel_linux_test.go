@@ -10,31 +10,25 @@ import (
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/volume"
-	"github.com/moby/sys/mountinfo"
 	"github.com/sirupsen/logrus/hooks/test"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
-)
 
-// requireRoot skips tests that need real mounts when not run as root.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts tmpfs and bind mounts for real (make test runs as root)")
-	}
-}
+	"github.com/holdfast/holdfast/internal/volfs"
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
+)
 
 // kernelDriver is a driver on the real kernel mount table; its mounts are
 // detached when the test ends.
 func kernelDriver(t *testing.T, root string) *Driver {
 	t.Helper()
 	log, _ := test.NewNullLogger()
-	m := KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := New(Config{
 		Root: root, MountRoot: filepath.Join(root, "mounts"), Scope: "local", BootID: "test",
 		Mounter: m, Log: log,
-		Backends: map[string]Backend{"local": &Local{Mounter: m}, "tmpfs": &Tmpfs{Mounter: m, DefaultSize: "64m"}},
+		Backends: RealBackends(m),
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -47,24 +41,14 @@ func kernelDriver(t *testing.T, root string) *Driver {
 	return d
 }
 
-func mountinfoOf(t *testing.T, path string) *mountinfo.Info {
-	t.Helper()
-	infos, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
-	require.NoError(t, err)
-	if len(infos) == 0 {
-		return nil
-	}
-	return infos[len(infos)-1]
-}
-
 func TestKernelTmpfsSizeLimit(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs and bind mounts for real")
 	d := kernelDriver(t, t.TempDir())
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "small", Options: map[string]string{"type": "tmpfs", "size": "8m"}}))
 	res, err := d.Mount(&volume.MountRequest{Name: "small", ID: "a"})
 	require.NoError(t, err)
 
-	info := mountinfoOf(t, res.Mountpoint)
+	info := volfstest.MountOf(t, res.Mountpoint)
 	require.NotNil(t, info, "tmpfs in /proc/self/mountinfo")
 	assert.Equal(t, "tmpfs", info.FSType)
 	assert.Contains(t, info.VFSOptions, "size=8192k")
@@ -99,14 +83,14 @@ func TestKernelTmpfsSizeLimit(t *testing.T) {
 
 	// Data is gone after the last Unmount.
 	require.NoError(t, d.Unmount(&volume.UnmountRequest{Name: "small", ID: "a"}))
-	assert.Nil(t, mountinfoOf(t, res.Mountpoint))
+	assert.Nil(t, volfstest.MountOf(t, res.Mountpoint))
 	res, err = d.Mount(&volume.MountRequest{Name: "small", ID: "b"})
 	require.NoError(t, err)
 	assert.NoFileExists(t, filepath.Join(res.Mountpoint, "big"))
 }
 
 func TestKernelOwnerAndMode(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs and bind mounts for real")
 	d := kernelDriver(t, t.TempDir())
 	for _, typ := range []string{"local", "tmpfs"} {
 		name := "owned-" + typ
@@ -134,13 +118,13 @@ func TestKernelOwnerAndMode(t *testing.T) {
 }
 
 func TestKernelLocalVolume(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs and bind mounts for real")
 	root := t.TempDir()
 	d := kernelDriver(t, root)
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "keep"}))
 	res, err := d.Mount(&volume.MountRequest{Name: "keep", ID: "a"})
 	require.NoError(t, err)
-	info := mountinfoOf(t, res.Mountpoint)
+	info := volfstest.MountOf(t, res.Mountpoint)
 	require.NotNil(t, info, "bind mount in /proc/self/mountinfo")
 	require.NoError(t, os.WriteFile(filepath.Join(res.Mountpoint, "f"), []byte("data"), 0o644))
 
@@ -149,7 +133,7 @@ func TestKernelLocalVolume(t *testing.T) {
 	assert.FileExists(t, filepath.Join(res.Mountpoint, "f"))
 
 	require.NoError(t, d.Unmount(&volume.UnmountRequest{Name: "keep", ID: "a"}))
-	assert.Nil(t, mountinfoOf(t, res.Mountpoint))
+	assert.Nil(t, volfstest.MountOf(t, res.Mountpoint))
 	res, err = d.Mount(&volume.MountRequest{Name: "keep", ID: "b"})
 	require.NoError(t, err)
 	got, err := os.ReadFile(filepath.Join(res.Mountpoint, "f"))
@@ -161,7 +145,7 @@ func TestKernelLocalVolume(t *testing.T) {
 }
 
 func TestKernelRemoveNeverDeletesThroughAMount(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs and bind mounts for real")
 	root := t.TempDir()
 	d := kernelDriver(t, root)
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "victim"}))

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +14,10 @@ import (
 // for driver: local works with driver: holdfast wherever holdfast has that
 // kind of storage, and stores the same canonical options whichever spelling
 // was used. What holdfast does not do is refused with the alternative.
+
+// TypeBind is the type of volumes whose storage is an existing host
+// directory: Docker's local driver's type=none o=bind device=/path.
+const TypeBind = "bind"
 
 // typeAliases maps the local driver's type names to holdfast's.
 var typeAliases = map[string]string{
@@ -55,39 +58,42 @@ var deviceFilesystems = []string{"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat",
 
 // Messages for options holdfast refuses wherever they appear.
 const (
-	encryptionHint = "encryption= is not a mount option (Docker's local driver hands it to the kernel, which refuses it); holdfast encrypts with type=crypt size=…, and a tmpfs is in RAM and never written to disk except to swap"
+	// EncryptionHint answers encryption= in o=.
+	EncryptionHint = "encryption= is not a mount option (Docker's local driver hands it to the kernel, which refuses it); holdfast encrypts with type=crypt size=…, and a tmpfs is in RAM and never written to disk except to swap"
 )
 
-// mountWord is one item of a local driver o= list: key or key=value.
-type mountWord struct {
-	key, value string
-	hasValue   bool
+// MountWord is one item of a local driver o= list: key or key=value.
+type MountWord struct {
+	Key, Value string
+	// HasValue says the word was key=value, even with an empty value.
+	HasValue bool
 }
 
-func (w mountWord) String() string {
-	if w.hasValue {
-		return w.key + "=" + w.value
+// String is the word as written.
+func (w MountWord) String() string {
+	if w.HasValue {
+		return w.Key + "=" + w.Value
 	}
-	return w.key
+	return w.Key
 }
 
-// splitO splits the comma-separated o= list, dropping empty items.
-func splitO(o string) []mountWord {
-	var out []mountWord
+// SplitO splits the comma-separated o= list, dropping empty items.
+func SplitO(o string) []MountWord {
+	var out []MountWord
 	for item := range strings.SplitSeq(o, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
 			continue
 		}
 		k, v, ok := strings.Cut(item, "=")
-		out = append(out, mountWord{key: strings.TrimSpace(k), value: v, hasValue: ok})
+		out = append(out, MountWord{Key: strings.TrimSpace(k), Value: v, HasValue: ok})
 	}
 	return out
 }
 
-// formParser collects the typed options of one volume from the top level
+// FormParser collects the typed options of one volume from the top level
 // and from o=, refusing the same option given twice with different values.
-type formParser struct {
+type FormParser struct {
 	typ   string
 	specs map[string]Option
 	// out holds the canonical values; where says how each was given.
@@ -97,17 +103,18 @@ type formParser struct {
 	unknown []string
 }
 
-func newFormParser(typ string, specs []Option) *formParser {
-	p := &formParser{typ: typ, specs: map[string]Option{}, out: map[string]string{}, where: map[string]string{}}
+// NewFormParser returns a parser for the options specs of type typ.
+func NewFormParser(typ string, specs []Option) *FormParser {
+	p := &FormParser{typ: typ, specs: map[string]Option{}, out: map[string]string{}, where: map[string]string{}}
 	for _, s := range specs {
 		p.specs[s.Name] = s
 	}
 	return p
 }
 
-// set records name=value, given as where (e.g. "o=size=64m"). A value that
+// Set records name=value, given as where (e.g. "o=size=64m"). A value that
 // is LeftToDefault asks for nothing and gives way to one written out.
-func (p *formParser) set(name, value, where string) error {
+func (p *FormParser) Set(name, value, where string) error {
 	s := p.specs[name]
 	c, err := s.Canon(value)
 	if err != nil {
@@ -127,30 +134,30 @@ func (p *formParser) set(name, value, where string) error {
 	return nil
 }
 
-// top records the options given at the top level, refusing unknown ones.
-func (p *formParser) top(raw map[string]string) error {
+// Top records the options given at the top level, refusing unknown ones.
+func (p *FormParser) Top(raw map[string]string) error {
 	for _, k := range slices.Sorted(maps.Keys(raw)) {
 		if _, ok := p.specs[k]; !ok {
 			// device, o and type are taken apart before this.
 			names := slices.Compact(slices.Sorted(slices.Values(append(slices.Collect(maps.Keys(p.specs)), "device", "o", "type"))))
 			return fmt.Errorf("%w %q for type=%s: valid options are %s", ErrInvalidOption, k, p.typ, strings.Join(names, ", "))
 		}
-		if err := p.set(k, raw[k], k+"="+strconv.Quote(raw[k])); err != nil {
+		if err := p.Set(k, raw[k], k+"="+strconv.Quote(raw[k])); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// unknownWord notes a word of o the type does not take. Only the key is
+// Unknown notes a word of o the type does not take. Only the key is
 // kept: the value may be a secret.
-func (p *formParser) unknownWord(w mountWord) {
-	p.unknown = append(p.unknown, w.key)
+func (p *FormParser) Unknown(w MountWord) {
+	p.unknown = append(p.unknown, w.Key)
 }
 
-// finish refuses the unknown words of o, listing them and what the type
+// Finish refuses the unknown words of o, listing them and what the type
 // takes, and returns the canonical options without flags set to false.
-func (p *formParser) finish(takes string) (map[string]string, error) {
+func (p *FormParser) Finish(takes string) (map[string]string, error) {
 	if len(p.unknown) > 0 {
 		return nil, fmt.Errorf("%w o for type=%s: holdfast does not take %s here (nothing is dropped silently); o takes %s",
 			ErrInvalidOption, p.typ, strings.Join(p.unknown, ", "), takes)
@@ -165,46 +172,20 @@ func (p *formParser) finish(takes string) (map[string]string, error) {
 
 const boolForm = "true or false"
 
-// boolOption is a mount flag as a typed option: "true" is stored, "false"
+// BoolOption is a mount flag as a typed option: "true" is stored, "false"
 // is the same as leaving it out.
-func boolOption(name string) Option {
+func BoolOption(name string) Option {
 	return Option{Name: name, Form: boolForm, Canon: CanonEnum("true", "false")}
 }
 
 // Flags of the local driver's o= that are typed options of holdfast.
 var (
-	OptNoexec = boolOption("noexec")
-	OptRO     = boolOption("ro")
+	OptNoexec = BoolOption("noexec")
+	OptRO     = BoolOption("ro")
 )
 
-// OptNrInodes is tmpfs's limit on the number of files.
-var OptNrInodes = Option{Name: "nr_inodes", Form: "a number of inodes such as 10000 or 64k (0: no limit)", Canon: canonCount}
-
-var countSyntax = regexp.MustCompile(`^([0-9]+)([kKmMgG]?)$`)
-
-// canonCount accepts a count with the kernel's binary suffixes (k, m, g),
-// as the tmpfs nr_inodes option does, and returns it as a number.
-func canonCount(s string) (string, error) {
-	m := countSyntax.FindStringSubmatch(s)
-	if m == nil {
-		if strings.HasSuffix(s, "%") {
-			return "", errors.New("a percentage of RAM changes with the host; give a number")
-		}
-		return "", errors.New("not a number")
-	}
-	n, err := strconv.ParseUint(m[1], 10, 64)
-	shift := uint(0)
-	if m[2] != "" {
-		shift = 10 * uint(strings.Index("kmg", strings.ToLower(m[2]))+1)
-	}
-	if err != nil || n > (1<<63-1)>>shift {
-		return "", errors.New("too large")
-	}
-	return strconv.FormatUint(n<<shift, 10), nil
-}
-
-// canonTmpfsSize is CanonSize with a clear word for tmpfs's percentages.
-func canonTmpfsSize(s string) (string, error) {
+// CanonAbsSize is CanonSize with a clear word for tmpfs's percentages.
+func CanonAbsSize(s string) (string, error) {
 	if strings.HasSuffix(s, "%") {
 		return "", errors.New("a percentage of RAM changes with the host; give an absolute size such as 100m")
 	}

@@ -16,7 +16,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/driver/bind"
+	"github.com/holdfast/holdfast/driver/local"
 	"github.com/holdfast/holdfast/driver/nfs"
+	"github.com/holdfast/holdfast/driver/tmpfs"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // localForm is one driver_opts example of Docker's documentation or of the
@@ -47,12 +51,12 @@ func loadLocalForms(t *testing.T) []localForm {
 // formsDriver is a driver on a fake mount table with the backends that
 // take Docker's local driver forms.
 func formsDriver(t *testing.T) (*driver.Driver, map[string]driver.Backend) {
-	m := driver.NewFakeMounter()
+	m := volfs.NewFakeMounter()
 	dir := t.TempDir()
 	backends := map[string]driver.Backend{
-		"local":      &driver.Local{Mounter: m},
-		"tmpfs":      &driver.Tmpfs{Mounter: m, DefaultSize: "64m"},
-		"bind":       &driver.Bind{Mounter: m, Allowed: []string{"/"}, Private: map[string]string{"--root": filepath.Join(dir, "root")}},
+		"local":      local.New(m, nil),
+		"tmpfs":      tmpfs.New(m, "64m"),
+		"bind":       bind.New(m, []string{"/"}, map[string]string{"--root": filepath.Join(dir, "root")}),
 		nfs.TypeNFS:  nfs.New(m, 0, nil),
 		nfs.TypeNFS4: &nfs.Backend{Mounter: m, Type: nfs.TypeNFS4},
 	}
@@ -163,7 +167,7 @@ func TestBindRefusesPrivatePaths(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(root, "volumes", "x"), 0o700))
 	require.NoError(t, os.Symlink(filepath.Join(root, "volumes"), filepath.Join(base, "link")))
 	require.NoError(t, os.WriteFile(filepath.Join(base, "file"), nil, 0o600))
-	b := &driver.Bind{Allowed: []string{"/"}, Private: map[string]string{"--root": root}}
+	b := bind.New(nil, []string{"/"}, map[string]string{"--root": root})
 	for dev, want := range map[string]string{
 		root:                             "it is inside --root " + root,
 		filepath.Join(root, "volumes"):   "it is inside --root",

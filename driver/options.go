@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/docker/go-units"
+
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // ErrInvalidOption is wrapped by every option validation error.
@@ -260,4 +262,10 @@ func IntOption(opts map[string]string, name string, def int64) int64 {
 		return n
 	}
 	return def
+}
+
+// OwnerOf returns the uid, gid and mode options, defaultMode when mode is
+// unset.
+func OwnerOf(opts map[string]string, defaultMode uint32) volfs.Owner {
+	return volfs.Owner{UID: int(IntOption(opts, "uid", -1)), GID: int(IntOption(opts, "gid", -1)), Mode: ModeOf(opts, defaultMode)}
 }

@@ -12,8 +12,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/driver/bind"
 	"github.com/holdfast/holdfast/driver/crypt"
+	"github.com/holdfast/holdfast/driver/local"
 	"github.com/holdfast/holdfast/driver/nfs"
+	"github.com/holdfast/holdfast/driver/tmpfs"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // marker stands in for key material: no error may show it.
@@ -27,11 +31,11 @@ const marker = "s3cr3t-m4rk3r-5e1f"
 // options that look secret never appear in it. An unknown type fails
 // Create with driver.ErrUnknownType. Seeds: testdata/fuzz/FuzzParseOptions.
 func FuzzParseOptions(f *testing.F) {
-	m := driver.NewFakeMounter()
+	m := volfs.NewFakeMounter()
 	backends := map[string]driver.Backend{
-		"local":      &driver.Local{Mounter: m},
-		"tmpfs":      &driver.Tmpfs{Mounter: m, DefaultSize: "64m"},
-		"bind":       &driver.Bind{Mounter: m, Allowed: []string{"/"}},
+		"local":      local.New(m, nil),
+		"tmpfs":      tmpfs.New(m, "64m"),
+		"bind":       bind.New(m, []string{"/"}, nil),
 		"crypt":      &crypt.Backend{Mounter: m, KeyDir: filepath.Join(f.TempDir(), "keys")},
 		nfs.TypeNFS:  nfs.New(m, 0, nil),
 		nfs.TypeNFS4: &nfs.Backend{Mounter: m, Type: nfs.TypeNFS4},

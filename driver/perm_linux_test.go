@@ -10,6 +10,9 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast/holdfast/internal/volfs"
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 )
 
 // otherUID owns the directories a test hands to another user.
@@ -22,43 +25,21 @@ func requireRootForChown(t *testing.T) {
 	}
 }
 
-// modeOf returns the permission bits of path.
-func modeOf(t *testing.T, path string) os.FileMode {
-	t.Helper()
-	fi, err := os.Stat(path)
-	require.NoError(t, err)
-	return fi.Mode().Perm()
-}
-
-// correctedWarnings returns the warn lines of hook that corrected a mode,
-// by path.
-func correctedWarnings(hook *test.Hook) map[string]*logrus.Entry {
-	out := map[string]*logrus.Entry{}
-	for _, e := range hook.AllEntries() {
-		if e.Level == logrus.WarnLevel {
-			if p, ok := e.Data["path"].(string); ok {
-				out[p] = e
-			}
-		}
-	}
-	return out
-}
-
 // TestNewCreatesPrivateDirs: a fresh --root, --mount-root and everything
 // New makes under --root are 0700, and no warning is logged.
 func TestNewCreatesPrivateDirs(t *testing.T) {
 	base := t.TempDir()
 	root, mountRoot := filepath.Join(base, "root"), filepath.Join(base, "mnt")
 	log, hook := test.NewNullLogger()
-	d, err := New(Config{Root: root, MountRoot: mountRoot, Scope: "local", BootID: "b", Mounter: NewFakeMounter(),
+	d, err := New(Config{Root: root, MountRoot: mountRoot, Scope: "local", BootID: "b", Mounter: volfs.NewFakeMounter(),
 		Backends: map[string]Backend{}, Log: log})
 	require.NoError(t, err)
 	defer d.Close()
 	for _, dir := range []string{root, mountRoot, filepath.Join(root, "volumes"), filepath.Join(root, "trash")} {
-		assert.Equal(t, os.FileMode(0o700), modeOf(t, dir), dir)
+		assert.Equal(t, os.FileMode(0o700), volfstest.Mode(t, dir), dir)
 	}
-	assert.Equal(t, os.FileMode(0o600), modeOf(t, filepath.Join(root, "holdfast.db")))
-	assert.Empty(t, correctedWarnings(hook))
+	assert.Equal(t, os.FileMode(0o600), volfstest.Mode(t, filepath.Join(root, "holdfast.db")))
+	assert.Empty(t, volfstest.ModeCorrections(hook))
 }
 
 // TestNewCorrectsLooseDirs: an existing --root, --mount-root, volumes,
@@ -74,7 +55,7 @@ func TestNewCorrectsLooseDirs(t *testing.T) {
 	}
 	db := filepath.Join(root, "holdfast.db")
 	start := func(log logrus.FieldLogger) {
-		d, err := New(Config{Root: root, MountRoot: mountRoot, Scope: "local", BootID: "b", Mounter: NewFakeMounter(),
+		d, err := New(Config{Root: root, MountRoot: mountRoot, Scope: "local", BootID: "b", Mounter: volfs.NewFakeMounter(),
 			Backends: map[string]Backend{}, Log: log})
 		require.NoError(t, err)
 		require.NoError(t, d.Close())
@@ -87,15 +68,15 @@ func TestNewCorrectsLooseDirs(t *testing.T) {
 	}
 	log, hook := test.NewNullLogger()
 	start(log)
-	warned := correctedWarnings(hook)
+	warned := volfstest.ModeCorrections(hook)
 	for _, dir := range dirs {
-		assert.Equal(t, os.FileMode(0o700), modeOf(t, dir), dir)
+		assert.Equal(t, os.FileMode(0o700), volfstest.Mode(t, dir), dir)
 		if e := warned[dir]; assert.NotNil(t, e, "warning for %s", dir) {
 			assert.Equal(t, "0755", e.Data["mode"], dir)
 			assert.Equal(t, "0700", e.Data["new_mode"], dir)
 		}
 	}
-	assert.Equal(t, os.FileMode(0o600), modeOf(t, db))
+	assert.Equal(t, os.FileMode(0o600), volfstest.Mode(t, db))
 	if e := warned[db]; assert.NotNil(t, e, "warning for %s", db) {
 		assert.Equal(t, "0644", e.Data["mode"])
 		assert.Equal(t, "0600", e.Data["new_mode"])
@@ -105,42 +86,7 @@ func TestNewCorrectsLooseDirs(t *testing.T) {
 	// Started again: nothing left to correct, nothing logged.
 	hook.Reset()
 	start(log)
-	assert.Empty(t, correctedWarnings(hook))
-}
-
-// TestCheckPrivateDirModes: group or other bits of any kind are removed;
-// 0700 and tighter are left as they are.
-func TestCheckPrivateDirModes(t *testing.T) {
-	for _, tc := range []struct{ mode, want os.FileMode }{
-		{0o755, 0o700}, {0o711, 0o700}, {0o750, 0o700}, {0o701, 0o700}, {0o777, 0o700},
-		{0o700, 0o700}, {0o500, 0o500},
-	} {
-		t.Run(fmt.Sprintf("%04o", tc.mode), func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "d")
-			require.NoError(t, os.Mkdir(dir, 0o700))
-			require.NoError(t, os.Chmod(dir, tc.mode))
-			log, hook := test.NewNullLogger()
-			exists, err := CheckPrivateDir(dir, "--root", log)
-			require.NoError(t, err)
-			assert.True(t, exists)
-			assert.Equal(t, tc.want, modeOf(t, dir))
-			assert.Equal(t, tc.mode != tc.want, len(correctedWarnings(hook)) == 1, "warned")
-		})
-	}
-}
-
-func TestCheckPrivateDirMissing(t *testing.T) {
-	exists, err := CheckPrivateDir(filepath.Join(t.TempDir(), "none"), "--key-dir", nil)
-	require.NoError(t, err)
-	assert.False(t, exists)
-}
-
-func TestCheckPrivateDirNotADirectory(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "f")
-	require.NoError(t, os.WriteFile(file, nil, 0o600))
-	_, err := CheckPrivateDir(file, "--mount-root", nil)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "--mount-root "+file+" is not a directory")
+	assert.Empty(t, volfstest.ModeCorrections(hook))
 }
 
 // TestPrivateDirRefusesOtherOwners: a directory owned by another user, a
@@ -167,15 +113,15 @@ func TestPrivateDirRefusesOtherOwners(t *testing.T) {
 		{linkToTheirs, fmt.Sprintf("--root %s (the target of the symlink %s) is owned by uid %d", theirs, linkToTheirs, otherUID)},
 		{theirLink, fmt.Sprintf("--root %s is a symlink owned by uid %d, who can point it elsewhere", theirLink, otherUID)},
 	} {
-		_, err := PrivateDir(tc.path, "--root", nil)
+		_, err := volfs.PrivateDir(tc.path, "--root", nil)
 		require.Error(t, err, tc.path)
 		assert.Contains(t, err.Error(), tc.want)
 	}
-	assert.Equal(t, os.FileMode(0o755), modeOf(t, theirs), "a refused directory is left alone")
+	assert.Equal(t, os.FileMode(0o755), volfstest.Mode(t, theirs), "a refused directory is left alone")
 
 	for _, flag := range []string{"--root", "--mount-root"} {
 		cfg := Config{Root: filepath.Join(base, "r"), MountRoot: filepath.Join(base, "m"), Scope: "local", BootID: "b",
-			Mounter: NewFakeMounter(), Backends: map[string]Backend{}}
+			Mounter: volfs.NewFakeMounter(), Backends: map[string]Backend{}}
 		if flag == "--root" {
 			cfg.Root = theirs
 		} else {
@@ -190,7 +136,7 @@ func TestPrivateDirRefusesOtherOwners(t *testing.T) {
 	// A symlink root owns, to a directory root owns, is fine.
 	linkToOurs := filepath.Join(base, "link-to-ours")
 	require.NoError(t, os.Symlink(ours, linkToOurs))
-	real, err := PrivateDir(linkToOurs, "--root", nil)
+	real, err := volfs.PrivateDir(linkToOurs, "--root", nil)
 	require.NoError(t, err)
 	assert.Equal(t, ours, real)
 }

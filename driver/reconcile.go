@@ -14,7 +14,8 @@ import (
 )
 
 // reconcile loads the state and brings it in line with the running kernel.
-// Requests interrupted by a crash are finished (Remove) or undone (Create).
+// Requests interrupted by a crash are resumed: a Remove is completed, a
+// Create undone.
 // After a reboot every lease is dropped and nothing is believed mounted.
 // Within the same boot the leases are kept, a volume still mounted is
 // adopted rather than mounted over, and a mount left with no lease (a crash
@@ -34,16 +35,16 @@ func (d *Driver) reconcile() error {
 		records[v.Name] = v
 	}
 	// What the trash holds now is what a crash cut short; the removals
-	// completed below delete their own entries.
+	// resumed below purge their own entries.
 	leftover := d.trashEntries()
 	if err := d.sweep(records, mounts); err != nil {
 		return err
 	}
-	d.deleting.Add(1)
+	d.purging.Add(1)
 	go func() {
-		defer d.deleting.Done()
+		defer d.purging.Done()
 		for _, path := range leftover {
-			d.deleteTrashed(path)
+			d.purge(path)
 		}
 	}()
 	var changed []*Volume
@@ -59,7 +60,7 @@ func (d *Driver) reconcile() error {
 			if v.Phase == PhaseCreating {
 				op = intentCreate
 			}
-			if err := d.finish(v, op, mounted); err != nil {
+			if err := d.resume(v, op, mounted); err != nil {
 				log.WithError(err).Errorf("a %s interrupted by a crash could not be completed; the volume stays out of service until docker volume rm %s, a create of it or holdfast's next start completes the removal", op, v.Name)
 				v.Phase = PhaseRemoving
 				d.vols[v.Name] = &entry{vol: v}
@@ -81,7 +82,7 @@ func (d *Driver) reconcile() error {
 	return nil
 }
 
-// sweep reads the volume directories: it completes the requests whose
+// sweep reads the volume directories: it resumes the requests whose
 // intents show they were interrupted, and clears what no record owns.
 // Volumes it removes are deleted from records; a removal it cannot
 // complete keeps its volume out of service (never served, never mounted)
@@ -117,7 +118,7 @@ func (d *Driver) sweep(records map[string]*Volume, mounts map[string]string) err
 			d.setPaths(v)
 			_, mounted := mounts[v.Mountpoint]
 			delete(records, name)
-			if err := d.finish(v, in.Op, mounted); err != nil {
+			if err := d.resume(v, in.Op, mounted); err != nil {
 				log.WithError(err).Errorf("a %s interrupted by a crash could not be completed; the volume stays out of service until docker volume rm %s, a create of it or holdfast's next start completes the removal", in.Op, name)
 				v.Phase = PhaseRemoving
 				d.vols[name] = &entry{vol: v}
@@ -164,7 +165,7 @@ func (d *Driver) clearUnowned(path string, log logrus.FieldLogger) {
 }
 
 // clearLeftover clears the directory a new volume needs: an interrupted
-// request's is finished, an empty one removed, anything else refused.
+// request's is resumed, an empty one deleted, anything else refused.
 func (d *Driver) clearLeftover(ctx context.Context, dir string) error {
 	in, err := readIntent(dir)
 	if err != nil {
@@ -178,17 +179,17 @@ func (d *Driver) clearLeftover(ctx context.Context, dir string) error {
 	}
 	v := in.Volume
 	d.setPaths(v)
-	if err := d.discard(ctx, d.cfg.Backends[v.Type], v); err != nil {
+	if err := d.removeStorage(ctx, d.cfg.Backends[v.Type], v); err != nil {
 		return fmt.Errorf("clear what an interrupted %s of %s left: %w", in.Op, v.Name, err)
 	}
 	return nil
 }
 
-// finish removes a volume whose Create or Remove was interrupted (in both
+// resume removes a volume whose Create or Remove was interrupted (in both
 // cases the volume must not exist): unmount, then the removal, with a
-// durable remove intent first, so a crash at any point here is finished
+// durable remove intent first, so a crash at any point here is resumed
 // at the next start.
-func (d *Driver) finish(v *Volume, op string, mounted bool) error {
+func (d *Driver) resume(v *Volume, op string, mounted bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
 	defer cancel()
 	b := d.cfg.Backends[v.Type]
@@ -199,16 +200,16 @@ func (d *Driver) finish(v *Volume, op string, mounted bool) error {
 	}
 	d.cfg.Log.WithField("volume", v.Name).Warnf("completing a %s interrupted by a crash: removing the volume", op)
 	if op == intentCreate {
-		if err := d.undoIntent(v); err != nil {
+		if err := d.markCreateUndone(v); err != nil {
 			return err
 		}
 	}
-	return d.completeRemove(ctx, b, v, false)
+	return d.removeVolume(ctx, b, v, false)
 }
 
-// undoIntent turns the create intent in v's directory into a durable
-// remove intent.
-func (d *Driver) undoIntent(v *Volume) error {
+// markCreateUndone turns the create intent in v's directory into a
+// durable remove intent: the interrupted Create is undone by a removal.
+func (d *Driver) markCreateUndone(v *Volume) error {
 	if fi, err := os.Lstat(v.Dir); err != nil || !fi.IsDir() {
 		return nil // nothing of it on disk
 	}
@@ -255,6 +256,7 @@ func (d *Driver) adopt(v *Volume, mounted bool, log logrus.FieldLogger) bool {
 		(v.BootID != before.BootID && (v.Mounted || len(v.Leases) > 0))
 }
 
+// unmountLeftover unmounts a ready volume found mounted without leases.
 func (d *Driver) unmountLeftover(v *Volume) error {
 	b, err := d.backend(v)
 	if err != nil {
@@ -266,7 +268,7 @@ func (d *Driver) unmountLeftover(v *Volume) error {
 }
 
 // recover has the backend release what a crash may have left of a volume
-// that is not mounted.
+// that is not mounted; a failure is logged, and the next Mount retries.
 func (d *Driver) recover(v *Volume, log logrus.FieldLogger) {
 	r, ok := d.cfg.Backends[v.Type].(Recoverer)
 	if !ok {

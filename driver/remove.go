@@ -27,10 +27,10 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	}
 	defer e.op.Unlock()
 	if v.Phase == PhaseRemoving {
-		if err := d.retryRemove(v); err != nil {
+		if err := d.resumeRemove(v); err != nil {
 			return fmt.Errorf("remove %s: %w", v.Name, err)
 		}
-		d.forget(v.Name, e)
+		d.drop(v.Name, e)
 		return nil
 	}
 	if n := len(v.Leases); n > 0 {
@@ -49,7 +49,7 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 			return fmt.Errorf("remove %s: %w", v.Name, err)
 		}
 	}
-	if err := d.readyToRemove(ctx, b, v); err != nil {
+	if err := d.releaseForRemove(ctx, b, v); err != nil {
 		return fmt.Errorf("remove %s: %w", v.Name, err)
 	}
 	if err := d.markRemoving(v); err != nil {
@@ -57,20 +57,20 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	}
 	v.Phase = PhaseRemoving
 	d.setRecord(e, v.clone())
-	// readyToRemove checked the directory under the op lock a moment ago:
+	// releaseForRemove checked the directory under the op lock a moment ago:
 	// the mount table is not read again before the move to the trash, and
-	// deleteTrashed reads it before deleting anything.
-	if err := d.completeRemove(ctx, b, v, true); err != nil {
+	// purge reads it before deleting anything.
+	if err := d.removeVolume(ctx, b, v, true); err != nil {
 		return fmt.Errorf("remove %s: %w; the removal has begun and cannot be undone: run docker volume rm %s again to complete it (holdfast also completes it at its next start)", v.Name, err, v.Name)
 	}
-	d.forget(v.Name, e)
+	d.drop(v.Name, e)
 	return nil
 }
 
-// readyToRemove releases what the backend holds of an unmounted volume
-// (devices, keys, a mount a crash left below its directory) and checks
-// that the directory can be deleted. Nothing is destroyed yet.
-func (d *Driver) readyToRemove(ctx context.Context, b Backend, v *Volume) error {
+// releaseForRemove recovers an unmounted volume (its backend releases
+// devices, keys, a mount a crash left below its directory) and checks that
+// the directory can be removed. Nothing is destroyed yet.
+func (d *Driver) releaseForRemove(ctx context.Context, b Backend, v *Volume) error {
 	if r, ok := b.(Recoverer); ok {
 		if err := r.Recover(ctx, v); err != nil {
 			return err
@@ -79,19 +79,19 @@ func (d *Driver) readyToRemove(ctx context.Context, b Backend, v *Volume) error 
 	return d.checkRemovable(v.Dir)
 }
 
-// retryRemove completes the removal of v, whose remove intent is durable
+// resumeRemove completes the removal of v, whose remove intent is durable
 // but whose removal failed before.
-func (d *Driver) retryRemove(v *Volume) error {
+func (d *Driver) resumeRemove(v *Volume) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shortOpTimeout)
 	defer cancel()
-	return d.completeRemove(ctx, d.cfg.Backends[v.Type], v, false)
+	return d.removeVolume(ctx, d.cfg.Backends[v.Type], v, false)
 }
 
-// completeRemove removes v, whose remove intent is durable: the backend's
+// removeVolume removes v, whose remove intent is durable: the backend's
 // storage (a generated key is destroyed), the record, then the directory.
 // Each step is done again harmlessly when it was done before. checked
 // says the caller has just checked v's directory (checkRemovable).
-func (d *Driver) completeRemove(ctx context.Context, b Backend, v *Volume, checked bool) error {
+func (d *Driver) removeVolume(ctx context.Context, b Backend, v *Volume, checked bool) error {
 	if b != nil {
 		if err := b.Remove(ctx, v); err != nil {
 			return err
@@ -107,13 +107,12 @@ func (d *Driver) completeRemove(ctx context.Context, b Backend, v *Volume, check
 		d.removeMountpoint(v)
 		return nil
 	}
-	return d.discard(ctx, nil, v)
+	return d.removeStorage(ctx, nil, v)
 }
 
-// discard removes what exists of v's storage, moves its directory to the
-// trash (in one rename, intent included) and removes its mountpoint; the
+// removeStorage removes what exists of v's storage, trashes its directory (in one rename, intent included) and removes its mountpoint; the
 // caller deletes the record, if there is one.
-func (d *Driver) discard(ctx context.Context, b Backend, v *Volume) error {
+func (d *Driver) removeStorage(ctx context.Context, b Backend, v *Volume) error {
 	if b != nil {
 		if err := b.Remove(ctx, v); err != nil {
 			return err
@@ -166,13 +165,13 @@ func (d *Driver) checkRemovable(dir string) error {
 	return nil
 }
 
-// trashDir holds the directories of removed volumes until they are deleted.
+// trashDir holds the directories of removed volumes until they are purged.
 func (d *Driver) trashDir() string { return filepath.Join(d.cfg.Root, "trash") }
 
 // trash moves dir, already checked by checkRemovable, into the trash and
 // deletes it in the background: a volume of a million files would
 // otherwise outlast dockerd's one-minute deadline for Remove. Close waits
-// for the deletions; start-up finishes those a crash cut short. Entries
+// for the purge; start-up purges what a crash left in the trash. Entries
 // are named by time and count, never by the volume's name, which may
 // already be as long as a file name can be.
 func (d *Driver) trash(dir string) error {
@@ -184,10 +183,10 @@ func (d *Driver) trash(dir string) error {
 		}
 		return fmt.Errorf("move %s to the trash: %w", dir, err)
 	}
-	d.deleting.Add(1)
+	d.purging.Add(1)
 	go func() {
-		defer d.deleting.Done()
-		d.deleteTrashed(dst)
+		defer d.purging.Done()
+		d.purge(dst)
 	}()
 	return nil
 }
@@ -205,14 +204,13 @@ func (d *Driver) trashEntries() []string {
 	return paths
 }
 
-// WaitDeleted waits until the directories of removed volumes handed to
-// the background so far are deleted (or left, with a log line, because
+// WaitPurged waits until the trash entries handed to the background so
+// far are purged (or left, with a log line, because
 // something is mounted in them).
-func (d *Driver) WaitDeleted() { d.deleting.Wait() }
+func (d *Driver) WaitPurged() { d.purging.Wait() }
 
-// deleteTrashed deletes one entry of the trash unless something is
-// mounted in it.
-func (d *Driver) deleteTrashed(path string) {
+// purge deletes one entry of the trash unless something is mounted in it.
+func (d *Driver) purge(path string) {
 	log := d.cfg.Log.WithField("path", path)
 	mounts, err := d.cfg.Mounter.Mountpoints(path)
 	if err == nil && len(mounts) > 0 {

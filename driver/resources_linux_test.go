@@ -18,6 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 )
 
 // smallFS is a small filesystem mounted in a temp dir for one test, to
@@ -33,7 +35,7 @@ type smallFS struct {
 // (unlimited when 0).
 func newSmallTmpfs(t *testing.T, size int64, inodes int) *smallFS {
 	t.Helper()
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs and bind mounts for real")
 	s := &smallFS{t: t, dir: t.TempDir()}
 	data := fmt.Sprintf("size=%d,mode=0755", size)
 	if inodes > 0 {
@@ -49,7 +51,7 @@ func newSmallTmpfs(t *testing.T, size int64, inodes int) *smallFS {
 // itself at the unmount.
 func newSmallExt4(t *testing.T, size int64) *smallFS {
 	t.Helper()
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs and bind mounts for real")
 	img := filepath.Join(t.TempDir(), "root.img")
 	require.NoError(t, os.WriteFile(img, nil, 0o600))
 	require.NoError(t, os.Truncate(img, size))

@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/holdfast/holdfast/internal/failpoint"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 var bucketVolumes = []byte("volumes")
@@ -87,7 +88,7 @@ func (s *Store) Put(v *Volume) error {
 		})
 	}
 	if err != nil {
-		return NoSpace(fmt.Errorf("save volume %s: %w", v.Name, err), "--root", s.dir)
+		return volfs.NoSpace(fmt.Errorf("save volume %s: %w", v.Name, err), "--root", s.dir)
 	}
 	return nil
 }
@@ -118,7 +119,7 @@ func (s *Store) PutAll(vols []*Volume) error {
 		})
 	}
 	if err != nil {
-		return NoSpace(fmt.Errorf("save %d volumes: %w", len(vols), err), "--root", s.dir)
+		return volfs.NoSpace(fmt.Errorf("save %d volumes: %w", len(vols), err), "--root", s.dir)
 	}
 	return nil
 }
@@ -132,7 +133,7 @@ func (s *Store) Delete(name string) error {
 		})
 	}
 	if err != nil {
-		return NoSpace(fmt.Errorf("delete volume %s: %w", name, err), "--root", s.dir)
+		return volfs.NoSpace(fmt.Errorf("delete volume %s: %w", name, err), "--root", s.dir)
 	}
 	return nil
 }

@@ -8,9 +8,12 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
+	"github.com/holdfast/holdfast/driver/local"
 	"github.com/holdfast/holdfast/driver/loop"
+	"github.com/holdfast/holdfast/driver/tmpfs"
 	"github.com/holdfast/holdfast/internal/failpoint"
 	"github.com/holdfast/holdfast/internal/sweep"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // TestFailureSweep fails each step of each operation once, for every
@@ -38,13 +41,13 @@ func TestFailureSweep(t *testing.T) {
 func newSweptDriver(t *testing.T, dirs sweep.Dirs, faults *failpoint.Set, boot string) (*driver.Driver, error) {
 	log := logrus.New()
 	log.SetOutput(testWriter{t})
-	m := driver.FailingMounter{Mounter: driver.KernelMounter{}, Faults: faults}
+	m := volfs.FailingMounter{Mounter: volfs.KernelMounter{}, Faults: faults}
 	return driver.New(driver.Config{
 		Root: dirs.Root, MountRoot: dirs.MountRoot, Scope: "local", BootID: boot,
 		Mounter: m, Log: log, Faults: faults,
 		Backends: map[string]driver.Backend{
-			"local": &driver.Local{Mounter: m, Faults: faults},
-			"tmpfs": &driver.Tmpfs{Mounter: m, DefaultSize: "8m"},
+			"local": &local.Backend{Mounter: m, Faults: faults},
+			"tmpfs": &tmpfs.Backend{Mounter: m, DefaultSize: "8m"},
 			"crypt": &crypt.Backend{Mounter: m, KeyDir: dirs.KeyDir, Faults: faults},
 			"loop":  &loop.Backend{Mounter: m, Faults: faults},
 		},

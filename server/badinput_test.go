@@ -20,7 +20,10 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
+	"github.com/holdfast/holdfast/driver/local"
 	"github.com/holdfast/holdfast/driver/nfs"
+	"github.com/holdfast/holdfast/driver/tmpfs"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // secret is the key material the key-material cases send; it must never
@@ -64,12 +67,12 @@ func startReal(t *testing.T) *realPlugin {
 	log := logrus.New()
 	log.SetOutput(p.logs)
 	log.SetLevel(logrus.DebugLevel)
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root: p.root, MountRoot: p.mnt, Scope: "local", BootID: "b", Mounter: m, Log: log,
 		Backends: map[string]driver.Backend{
-			"local":      &driver.Local{Mounter: m},
-			"tmpfs":      &driver.Tmpfs{Mounter: m, DefaultSize: "64m"},
+			"local":      &local.Backend{Mounter: m},
+			"tmpfs":      &tmpfs.Backend{Mounter: m, DefaultSize: "64m"},
 			"crypt":      &crypt.Backend{Mounter: m, KeyDir: p.keyDir},
 			nfs.TypeNFS:  nfs.New(m, time.Second, log),
 			nfs.TypeNFS4: &nfs.Backend{Mounter: m, Timeout: time.Second, Type: nfs.TypeNFS4, Log: log},

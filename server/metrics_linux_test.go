@@ -19,9 +19,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/driver/local"
+	"github.com/holdfast/holdfast/driver/tmpfs"
 	"github.com/holdfast/holdfast/internal/metrics"
 	"github.com/holdfast/holdfast/internal/plugintest"
 	"github.com/holdfast/holdfast/internal/usage"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // metricsPlugin is holdfast in this process with real local and tmpfs
@@ -41,14 +44,14 @@ func startMetricsPlugin(t *testing.T) *metricsPlugin {
 	log, _ := test.NewNullLogger()
 	walker := usage.New(usage.Config{Refresh: 20 * time.Millisecond})
 	t.Cleanup(walker.Close)
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	slow := &blockingBackend{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	d, err := driver.New(driver.Config{
 		Root: filepath.Join(dir, "root"), MountRoot: filepath.Join(dir, "mnt"), Scope: "local",
 		BootID: "b", Mounter: m, Log: log, SampleInterval: 20 * time.Millisecond,
 		Backends: map[string]driver.Backend{
-			"local": &driver.Local{Mounter: m, Walker: walker},
-			"tmpfs": &driver.Tmpfs{Mounter: m, DefaultSize: "16m"},
+			"local": &local.Backend{Mounter: m, Walker: walker},
+			"tmpfs": &tmpfs.Backend{Mounter: m, DefaultSize: "16m"},
 			"slow":  slow,
 		},
 	})

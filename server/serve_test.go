@@ -20,6 +20,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/driver/local"
+	"github.com/holdfast/holdfast/driver/tmpfs"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // contentType is what dockerd sends with every plugin request.
@@ -46,13 +49,13 @@ func startScoped(t *testing.T, scope string, wrap func(*driver.Driver) volume.Dr
 	dir := t.TempDir()
 	log, hook := test.NewNullLogger()
 	log.SetLevel(logrus.DebugLevel)
-	m := driver.NewFakeMounter()
+	m := volfs.NewFakeMounter()
 	d, err := driver.New(driver.Config{
 		Root: filepath.Join(dir, "root"), MountRoot: filepath.Join(dir, "mnt"), Scope: scope,
 		BootID: "b", Mounter: m, Log: log,
 		Backends: map[string]driver.Backend{
-			"local": &driver.Local{Mounter: m},
-			"tmpfs": &driver.Tmpfs{Mounter: m, DefaultSize: "64m"},
+			"local": &local.Backend{Mounter: m},
+			"tmpfs": &tmpfs.Backend{Mounter: m, DefaultSize: "64m"},
 		},
 	})
 	require.NoError(t, err)

@@ -23,10 +23,10 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
-	"github.com/holdfast/holdfast/driver/loop"
 	"github.com/holdfast/holdfast/driver/nfs"
 	"github.com/holdfast/holdfast/internal/metrics"
 	"github.com/holdfast/holdfast/internal/usage"
+	"github.com/holdfast/holdfast/internal/volfs"
 	"github.com/holdfast/holdfast/server"
 )
 
@@ -329,7 +329,7 @@ func run(c *config) error {
 	defer walker.Close()
 	snap := &snapshot{}
 	m := metrics.New(snap)
-	mounter := driver.KernelMounter{}
+	mounter := volfs.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root:      c.root,
 		MountRoot: c.mountRoot,
@@ -337,18 +337,7 @@ func run(c *config) error {
 		BootID:    boot,
 		Mounter:   mounter,
 		Log:       log,
-		Backends: map[string]driver.Backend{
-			"local": &driver.Local{Mounter: mounter, Walker: walker},
-			"tmpfs": &driver.Tmpfs{Mounter: mounter, DefaultSize: c.tmpfsSize},
-			driver.TypeBind: &driver.Bind{Mounter: mounter, Allowed: bindPaths(c.bindPaths), Private: map[string]string{
-				"--root": resolvePath(c.root), "--mount-root": resolvePath(c.mountRoot), "--key-dir": resolvePath(c.keyDir)}},
-			"crypt": &crypt.Backend{Mounter: mounter, KeyDir: c.keyDir},
-			"loop":  &loop.Backend{Mounter: mounter},
-			nfs.TypeNFS: &nfs.Backend{Mounter: mounter, Timeout: c.nfsTimeout, Counters: m,
-				Log: log.WithField("type", nfs.TypeNFS)},
-			nfs.TypeNFS4: &nfs.Backend{Mounter: mounter, Timeout: c.nfsTimeout, Type: nfs.TypeNFS4, Counters: m,
-				Log: log.WithField("type", nfs.TypeNFS4)},
-		},
+		Backends:  backends(c, mounter, walker, m, log),
 	})
 	if errors.Is(err, driver.ErrLocked) {
 		return fmt.Errorf("another holdfast is already running with --root %s: %w", c.root, err)

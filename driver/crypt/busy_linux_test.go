@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
-	"github.com/moby/sys/mountinfo"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -18,6 +17,7 @@ import (
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/guest"
 	"github.com/holdfast/holdfast/internal/loopdev"
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 )
 
 // A last Unmount while a process still holds the volume (its working
@@ -62,13 +62,13 @@ func testBusyLastUnmount(t *testing.T, engine, hold string) {
 	require.NoError(t, err)
 
 	require.NoError(t, r.api.Unmount(&volume.UnmountRequest{Name: name, ID: "a"}), "a busy last Unmount detaches lazily")
-	assert.Nil(t, mountOf(t, mp), "the mountpoint is no longer a mount")
+	assert.Nil(t, volfstest.MountOf(t, mp), "the mountpoint is no longer a mount")
 	assert.Equal(t, false, r.status(name)["mounted"], "Get tells the truth")
 
 	// The next container gets the volume's own filesystem, never the bare
 	// directory on the host's disk.
 	mp = r.mount(name, "b")
-	m := mountOf(t, mp)
+	m := volfstest.MountOf(t, mp)
 	require.NotNil(t, m, "Mount answers a live mount")
 	assert.Equal(t, "ext4", m.FSType)
 	assert.Contains(t, strings.Split(m.Options, ","), "nosuid", "no setuid programs from a volume")
@@ -118,17 +118,6 @@ func TestBusyRemove(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return len(Mappings("holdfast-held-")) == 0
 	}, 10*time.Second, 20*time.Millisecond)
-}
-
-// mountOf returns the mount table's entry for path, or nil.
-func mountOf(t *testing.T, path string) *mountinfo.Info {
-	t.Helper()
-	infos, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
-	require.NoError(t, err)
-	if len(infos) == 0 {
-		return nil
-	}
-	return infos[len(infos)-1]
 }
 
 // TestKeyThatCannotBeDestroyed removes a crypt volume whose generated key

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 
 	"golang.org/x/sys/unix"
@@ -17,6 +16,7 @@ import (
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/failpoint"
 	"github.com/holdfast/holdfast/internal/loopdev"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // Engines.
@@ -44,12 +44,17 @@ const (
 
 // Backend is the "crypt" backend.
 type Backend struct {
-	Mounter driver.Mounter
+	Mounter volfs.Mounter
 	// KeyDir holds the keys (--key-dir); never under --root, so a copy of
 	// the data does not carry its keys.
 	KeyDir string
 	// Faults fails steps on purpose, for tests; nil in production.
 	Faults *failpoint.Set
+}
+
+// New returns the crypt backend on mounter, its keys in keyDir.
+func New(mounter volfs.Mounter, keyDir string) *Backend {
+	return &Backend{Mounter: mounter, KeyDir: keyDir}
 }
 
 // step names a fallible step, which tests may fail on purpose.
@@ -76,7 +81,7 @@ func (b *Backend) Parse(raw map[string]string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	size := driver.Size(opts)
+	size := volfs.Size(opts)
 	switch {
 	case opts["fs"] == "xfs" && opts["engine"] == EngineFscrypt:
 		return nil, fmt.Errorf("%w: engine=fscrypt works with fs=ext4 only (XFS has no native encryption); use fs=ext4 or engine=luks", driver.ErrInvalidOption)
@@ -115,9 +120,11 @@ func engine(opts map[string]string) (string, error) {
 	return EngineFscrypt, nil
 }
 
-func backingFile(v *driver.Volume) string { return filepath.Join(v.Dir, "backing.img") }
-func stagingDir(v *driver.Volume) string  { return filepath.Join(v.Dir, "fs") }
-func dataDir(v *driver.Volume) string     { return filepath.Join(stagingDir(v), "data") }
+// The backing file, the staging directory of its filesystem and the
+// volume's root inside it, laid out as loopdev says.
+func backingFile(v *driver.Volume) string { return loopdev.ImageFile(v.Dir) }
+func stagingDir(v *driver.Volume) string  { return loopdev.StagingDir(v.Dir) }
+func dataDir(v *driver.Volume) string     { return loopdev.RootDir(v.Dir) }
 
 func (b *Backend) keys() keyStore { return keyStore{dir: b.KeyDir, faults: b.Faults} }
 
@@ -152,8 +159,8 @@ func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
 	if err := b.step("allocate backing file"); err != nil {
 		return err
 	}
-	if err := loopdev.AllocateImage(backingFile(v), driver.Size(v.Options)); err != nil {
-		return driver.RootFull(err, v)
+	if err := loopdev.AllocateImage(backingFile(v), volfs.Size(v.Options)); err != nil {
+		return volfs.RootFull(err, v.Dir)
 	}
 	if eng == EngineLUKS {
 		if err := b.cryptsetup(ctx, key, append(luksFormatArgs, backingFile(v))...); err != nil {
@@ -168,7 +175,7 @@ func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
 	if err := b.step("sync backing file"); err != nil {
 		return err
 	}
-	return syncFile(backingFile(v))
+	return volfs.SyncPath(backingFile(v))
 }
 
 // format attaches the backing file, makes the filesystem and its root
@@ -217,7 +224,7 @@ func (b *Backend) format(ctx context.Context, v *driver.Volume, key []byte) erro
 	}
 	err = b.step("set owner")
 	if err == nil {
-		err = driver.ApplyOwner(dataDir(v), v.Options, 0o755)
+		err = volfs.ApplyOwner(dataDir(v), driver.OwnerOf(v.Options, 0o755))
 	}
 	if err != nil {
 		return err
@@ -243,7 +250,7 @@ func (b *Backend) open(ctx context.Context, v *driver.Volume, key []byte) (strin
 			return dev, func() {}, nil
 		}
 	}
-	loop, err := b.loop(v)
+	loop, err := b.attach(v)
 	if err != nil {
 		return "", nil, err
 	}
@@ -259,24 +266,18 @@ func (b *Backend) open(ctx context.Context, v *driver.Volume, key []byte) (strin
 	return dev, closeLoop, nil
 }
 
-// loop returns the loop device already attached to the backing file, or
+// attach returns the loop device already attached to the backing file, or
 // attaches one.
-func (b *Backend) loop(v *driver.Volume) (*loopdev.Device, error) {
+func (b *Backend) attach(v *driver.Volume) (*loopdev.Device, error) {
 	if err := b.step("attach loop device"); err != nil {
 		return nil, err
 	}
 	return loopdev.Acquire(backingFile(v))
 }
 
+// mountFS mounts the filesystem on dev at the staging directory.
 func (b *Backend) mountFS(dev string, v *driver.Volume) error {
-	err := b.step("mkdir staging directory")
-	if err == nil {
-		err = os.MkdirAll(stagingDir(v), 0o700)
-	}
-	if err != nil {
-		return driver.RootFull(fmt.Errorf("create staging directory: %w", err), v)
-	}
-	return b.Mounter.Mount(dev, stagingDir(v), v.Options["fs"], nodevNosuid, "")
+	return loopdev.MountStaging(b.Mounter, b.Faults, dev, v.Options["fs"], v.Dir)
 }
 
 // key reads the volume's key from the key directory.
@@ -345,7 +346,7 @@ func (b *Backend) undoMount(ctx context.Context, v *driver.Volume) {
 		b.teardown(ctx, v)
 		return
 	}
-	driver.UnmountPath(b.Mounter, stagingDir(v))
+	volfs.UnmountPath(b.Mounter, stagingDir(v))
 }
 
 // Unmount removes the bind mount and locks the volume again. A volume
@@ -355,7 +356,7 @@ func (b *Backend) undoMount(ctx context.Context, v *driver.Volume) {
 // the kernel releases the filesystem, the mapping (a deferred close) and
 // the loop device (autoclear) when the last of those processes lets go.
 func (b *Backend) Unmount(ctx context.Context, v *driver.Volume) error {
-	if err := driver.UnmountPath(b.Mounter, v.Mountpoint); err != nil {
+	if err := volfs.UnmountPath(b.Mounter, v.Mountpoint); err != nil {
 		return err
 	}
 	return b.teardown(ctx, v)
@@ -370,15 +371,15 @@ func (b *Backend) Recover(ctx context.Context, v *driver.Volume) error {
 // LUKS mapping and detaches the loop device, whichever of them exist.
 func (b *Backend) teardown(ctx context.Context, v *driver.Volume) error {
 	var errs []error
-	mounts, err := b.Mounter.Mountpoints(stagingDir(v))
+	mounted, err := loopdev.StagingMounted(b.Mounter, v.Dir)
 	if err != nil {
 		return err
 	}
-	if _, ok := mounts[stagingDir(v)]; ok {
+	if mounted {
 		if id := v.Info[infoKeyID]; id != "" {
 			errs = append(errs, b.removeKey(stagingDir(v), id))
 		}
-		errs = append(errs, driver.UnmountPath(b.Mounter, stagingDir(v)))
+		errs = append(errs, volfs.UnmountPath(b.Mounter, stagingDir(v)))
 	}
 	if mayUseLUKS(v) {
 		name, err := mappingName(v.Name, backingFile(v))
@@ -389,11 +390,7 @@ func (b *Backend) teardown(ctx context.Context, v *driver.Volume) error {
 		}
 		errs = append(errs, err)
 	}
-	if err := b.step("detach loop device"); err != nil {
-		errs = append(errs, err)
-	} else {
-		errs = append(errs, loopdev.Detach(backingFile(v)))
-	}
+	errs = append(errs, loopdev.DetachImage(b.Faults, v.Dir))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("lock volume %s: %w", v.Name, err)
 	}
@@ -446,7 +443,7 @@ func (b *Backend) Status(v *driver.Volume) map[string]any {
 	st := map[string]any{
 		"engine": v.Info[infoEngine],
 		"fs":     v.Options["fs"],
-		"size":   driver.Size(v.Options),
+		"size":   volfs.Size(v.Options),
 		"key":    keyDescription(v),
 	}
 	switch v.Info[infoEngine] {
@@ -456,7 +453,7 @@ func (b *Backend) Status(v *driver.Volume) map[string]any {
 		st["cipher"] = fscryptCipher
 	}
 	if v.Mounted {
-		maps.Copy(st, driver.Usage(v.Mountpoint))
+		maps.Copy(st, volfs.Usage(v.Mountpoint))
 	}
 	return st
 }
@@ -464,9 +461,9 @@ func (b *Backend) Status(v *driver.Volume) map[string]any {
 // Meter reports the size and, while mounted, what the volume's own
 // filesystem holds; while locked its usage is unknown.
 func (b *Backend) Meter(v *driver.Volume) driver.Measure {
-	m := driver.Measure{Size: driver.Size(v.Options)}
+	m := driver.Measure{Size: volfs.Size(v.Options)}
 	if v.Mounted {
-		used, ok := driver.Usage(v.Mountpoint)["used"].(uint64)
+		used, ok := volfs.Usage(v.Mountpoint)["used"].(uint64)
 		m.Used, m.UsedKnown = int64(used), ok
 	}
 	return m

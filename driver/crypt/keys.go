@@ -14,8 +14,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
-	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/failpoint"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // KeySize is the size of every volume key: 64 random bytes, the AES-256-XTS
@@ -36,12 +36,12 @@ type keyStore struct {
 }
 
 // ensure creates the key directory, mode 0700, and checks it is root's
-// alone (driver.CheckPrivateDir; holdfast checks it at start too).
+// alone (volfs.CheckPrivateDir; holdfast checks it at start too).
 func (k keyStore) ensure() error {
 	if err := os.MkdirAll(k.dir, 0o700); err != nil {
-		return driver.NoSpace(fmt.Errorf("create key directory: %w", err), "--key-dir", k.dir)
+		return volfs.NoSpace(fmt.Errorf("create key directory: %w", err), "--key-dir", k.dir)
 	}
-	_, err := driver.CheckPrivateDir(k.dir, "--key-dir", nil)
+	_, err := volfs.CheckPrivateDir(k.dir, "--key-dir", nil)
 	return err
 }
 
@@ -49,7 +49,7 @@ func (k keyStore) ensure() error {
 // corrected to 0700 (with a warning) when open to others. A missing one is
 // created at the first crypt volume's Create.
 func CheckKeyDir(dir string, log logrus.FieldLogger) error {
-	_, err := driver.CheckPrivateDir(dir, "--key-dir", log)
+	_, err := volfs.CheckPrivateDir(dir, "--key-dir", log)
 	return err
 }
 
@@ -90,7 +90,7 @@ func (k keyStore) generate(volume string) error {
 		return fmt.Errorf("key file %s already exists (left by an interrupted create, or another holdfast sharing --key-dir); holdfast never overwrites a key: delete it if no volume uses it", path)
 	}
 	if err != nil {
-		return driver.NoSpace(fmt.Errorf("create key file: %w", err), "--key-dir", k.dir)
+		return volfs.NoSpace(fmt.Errorf("create key file: %w", err), "--key-dir", k.dir)
 	}
 	key := make([]byte, KeySize)
 	defer clear(key)
@@ -105,11 +105,11 @@ func (k keyStore) generate(volume string) error {
 		err = cerr
 	}
 	if err == nil {
-		err = syncDir(k.dir)
+		err = volfs.SyncPath(k.dir)
 	}
 	if err != nil {
 		os.Remove(path)
-		return driver.NoSpace(fmt.Errorf("write key file %s: %w", path, err), "--key-dir", k.dir)
+		return volfs.NoSpace(fmt.Errorf("write key file %s: %w", path, err), "--key-dir", k.dir)
 	}
 	return nil
 }
@@ -176,22 +176,10 @@ func (k keyStore) destroy(volume string) error {
 		err = os.Remove(path)
 	}
 	if err == nil {
-		err = syncDir(k.dir)
+		err = volfs.SyncPath(k.dir)
 	}
 	if err != nil {
 		return fmt.Errorf("destroy key file %s: %w", path, err)
 	}
 	return nil
-}
-
-// syncFile makes a file's data and size durable.
-func syncFile(path string) error { return syncDir(path) }
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

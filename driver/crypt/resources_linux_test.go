@@ -12,13 +12,13 @@ import (
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/volume"
-	"github.com/moby/sys/mountinfo"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/loopdev"
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 )
 
 // smallRoot is a rig whose --root is on a small tmpfs and whose --key-dir
@@ -46,10 +46,7 @@ func newSmallRoot(t *testing.T, size, keySize int64) *smallRoot {
 	r.start()
 	t.Cleanup(func() {
 		r.d.Close()
-		mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(r.root))
-		for i := len(mounts) - 1; i >= 0; i-- {
-			unix.Unmount(mounts[i].Mountpoint, unix.MNT_DETACH)
-		}
+		volfstest.DetachBelow(r.root)
 		detachLoopsUnder(filepath.Join(r.root, "volumes"))
 	})
 	s.rig = r

@@ -20,10 +20,11 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/loopdev"
+	"github.com/holdfast/holdfast/internal/volfs"
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 	"github.com/holdfast/holdfast/server"
 )
 
@@ -47,10 +48,7 @@ func newRig(t testing.TB) *rig {
 	r.start()
 	t.Cleanup(func() {
 		r.d.Close()
-		mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(r.root))
-		for i := len(mounts) - 1; i >= 0; i-- {
-			unix.Unmount(mounts[i].Mountpoint, unix.MNT_DETACH)
-		}
+		volfstest.DetachBelow(r.root)
 	})
 	return r
 }
@@ -60,7 +58,7 @@ func (r *rig) start() {
 	log := logrus.New()
 	log.SetOutput(r.logs)
 	log.SetLevel(logrus.DebugLevel)
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root: r.root, MountRoot: filepath.Join(r.root, "mounts"), Scope: "local", BootID: "test",
 		Mounter: m, Log: log,

@@ -13,6 +13,7 @@ import (
 	"github.com/holdfast/holdfast/internal/failpoint"
 	"github.com/holdfast/holdfast/internal/guest"
 	"github.com/holdfast/holdfast/internal/sweep"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // TestLUKSFailureSweep is fault.TestFailureSweep for the LUKS engine, which
@@ -66,7 +67,7 @@ func TestLUKSFailureSweep(t *testing.T) {
 func newSweptLUKS(t *testing.T, dirs sweep.Dirs, faults *failpoint.Set, boot string) (*driver.Driver, error) {
 	log := logrus.New()
 	log.SetOutput(testLog{t})
-	m := driver.FailingMounter{Mounter: driver.KernelMounter{}, Faults: faults}
+	m := volfs.FailingMounter{Mounter: volfs.KernelMounter{}, Faults: faults}
 	return driver.New(driver.Config{
 		Root: dirs.Root, MountRoot: dirs.MountRoot, Scope: "local", BootID: boot,
 		Mounter: m, Log: log, Faults: faults,

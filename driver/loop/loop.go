@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/failpoint"
 	"github.com/holdfast/holdfast/internal/loopdev"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // Minimum sizes: ext4's journal and metadata need a few MiB, and
@@ -30,9 +30,14 @@ const rootMode = 0o755
 
 // Backend is the "loop" backend.
 type Backend struct {
-	Mounter driver.Mounter
+	Mounter volfs.Mounter
 	// Faults fails steps on purpose, for tests; nil in production.
 	Faults *failpoint.Set
+}
+
+// New returns the loop backend on mounter.
+func New(mounter volfs.Mounter) *Backend {
+	return &Backend{Mounter: mounter}
 }
 
 // step names a fallible step, which tests may fail on purpose.
@@ -51,7 +56,7 @@ func (b *Backend) Parse(raw map[string]string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	size := driver.Size(opts)
+	size := volfs.Size(opts)
 	switch {
 	case opts["fs"] == loopdev.FSXFS && size < minSizeXFS:
 		return nil, fmt.Errorf("%w size=%q: an xfs filesystem needs at least 300m (mkfs.xfs refuses smaller ones); give size=300m or more, or use fs=ext4", driver.ErrInvalidOption, raw["size"])
@@ -61,13 +66,11 @@ func (b *Backend) Parse(raw map[string]string) (map[string]string, error) {
 	return opts, nil
 }
 
-func backingFile(v *driver.Volume) string { return filepath.Join(v.Dir, "backing.img") }
-func stagingDir(v *driver.Volume) string  { return filepath.Join(v.Dir, "fs") }
-
-// dataDir is the volume's root: a directory inside the filesystem, so
-// that the volume holds neither lost+found nor anything else mkfs makes,
-// and has the owner and mode asked for.
-func dataDir(v *driver.Volume) string { return filepath.Join(stagingDir(v), "data") }
+// The image, the staging directory of its filesystem and the volume's
+// root inside it, laid out as loopdev says.
+func backingFile(v *driver.Volume) string { return loopdev.ImageFile(v.Dir) }
+func stagingDir(v *driver.Volume) string  { return loopdev.StagingDir(v.Dir) }
+func dataDir(v *driver.Volume) string     { return loopdev.RootDir(v.Dir) }
 
 // Create makes the image with all its space allocated, the filesystem and
 // the volume's root directory in it, and syncs the image. On error it
@@ -80,10 +83,10 @@ func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
 	}()
 	err = b.step("allocate backing file")
 	if err == nil {
-		err = loopdev.AllocateImage(backingFile(v), driver.Size(v.Options))
+		err = loopdev.AllocateImage(backingFile(v), volfs.Size(v.Options))
 	}
 	if err != nil {
-		return driver.RootFull(err, v)
+		return volfs.RootFull(err, v.Dir)
 	}
 	if err := b.format(ctx, v); err != nil {
 		return err
@@ -92,7 +95,7 @@ func (b *Backend) Create(ctx context.Context, v *driver.Volume) (err error) {
 	// durable before the driver commits the record.
 	err = b.step("sync backing file")
 	if err == nil {
-		err = syncFile(backingFile(v))
+		err = volfs.SyncPath(backingFile(v))
 	}
 	if err != nil {
 		return fmt.Errorf("sync backing file: %w", err)
@@ -127,7 +130,7 @@ func (b *Backend) format(ctx context.Context, v *driver.Volume) error {
 	}
 	err = b.step("set owner")
 	if err == nil {
-		err = driver.ApplyOwner(dataDir(v), v.Options, rootMode)
+		err = volfs.ApplyOwner(dataDir(v), driver.OwnerOf(v.Options, rootMode))
 	}
 	if err != nil {
 		return err
@@ -150,18 +153,9 @@ func (b *Backend) attach(v *driver.Volume) (*loopdev.Device, error) {
 	return dev, nil
 }
 
-// mountFS mounts the filesystem on dev at the staging directory, nosuid
-// and nodev: no container leaves a setuid program or a device node there
-// for another.
+// mountFS mounts the filesystem on dev at the staging directory.
 func (b *Backend) mountFS(dev string, v *driver.Volume) error {
-	err := b.step("mkdir staging directory")
-	if err == nil {
-		err = os.MkdirAll(stagingDir(v), 0o700)
-	}
-	if err != nil {
-		return driver.RootFull(fmt.Errorf("create staging directory: %w", err), v)
-	}
-	return b.Mounter.Mount(dev, stagingDir(v), v.Options["fs"], unix.MS_NODEV|unix.MS_NOSUID, "")
+	return loopdev.MountStaging(b.Mounter, b.Faults, dev, v.Options["fs"], v.Dir)
 }
 
 // Mount attaches the image, mounts its filesystem and bind-mounts the
@@ -202,7 +196,7 @@ func (b *Backend) undoMount(v *driver.Volume) {
 		b.teardown(v)
 		return
 	}
-	driver.UnmountPath(b.Mounter, stagingDir(v))
+	volfs.UnmountPath(b.Mounter, stagingDir(v))
 }
 
 // Unmount removes the bind mount, unmounts the filesystem and detaches
@@ -211,7 +205,7 @@ func (b *Backend) undoMount(v *driver.Volume) {
 // reach it, and the kernel releases the filesystem and then the loop
 // device (autoclear) when the last of those processes lets go.
 func (b *Backend) Unmount(_ context.Context, v *driver.Volume) error {
-	if err := driver.UnmountPath(b.Mounter, v.Mountpoint); err != nil {
+	if err := volfs.UnmountPath(b.Mounter, v.Mountpoint); err != nil {
 		return err
 	}
 	return b.teardown(v)
@@ -229,18 +223,14 @@ func (b *Backend) Remove(_ context.Context, v *driver.Volume) error { return b.t
 // of them exist.
 func (b *Backend) teardown(v *driver.Volume) error {
 	var errs []error
-	mounts, err := b.Mounter.Mountpoints(stagingDir(v))
+	mounted, err := loopdev.StagingMounted(b.Mounter, v.Dir)
 	if err != nil {
 		return err
 	}
-	if _, ok := mounts[stagingDir(v)]; ok {
-		errs = append(errs, driver.UnmountPath(b.Mounter, stagingDir(v)))
+	if mounted {
+		errs = append(errs, volfs.UnmountPath(b.Mounter, stagingDir(v)))
 	}
-	if err := b.step("detach loop device"); err != nil {
-		errs = append(errs, err)
-	} else {
-		errs = append(errs, loopdev.Detach(backingFile(v)))
-	}
+	errs = append(errs, loopdev.DetachImage(b.Faults, v.Dir))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("release volume %s: %w", v.Name, err)
 	}
@@ -252,10 +242,10 @@ func (b *Backend) teardown(v *driver.Volume) error {
 func (b *Backend) Status(v *driver.Volume) map[string]any {
 	st := map[string]any{
 		"fs":   v.Options["fs"],
-		"size": driver.Size(v.Options),
+		"size": volfs.Size(v.Options),
 	}
 	if v.Mounted {
-		maps.Copy(st, driver.Usage(v.Mountpoint))
+		maps.Copy(st, volfs.Usage(v.Mountpoint))
 	}
 	return st
 }
@@ -263,20 +253,10 @@ func (b *Backend) Status(v *driver.Volume) map[string]any {
 // Meter reports the size and, while mounted, what the volume's own
 // filesystem holds; unmounted, its usage is not read.
 func (b *Backend) Meter(v *driver.Volume) driver.Measure {
-	m := driver.Measure{Size: driver.Size(v.Options)}
+	m := driver.Measure{Size: volfs.Size(v.Options)}
 	if v.Mounted {
-		used, ok := driver.Usage(v.Mountpoint)["used"].(uint64)
+		used, ok := volfs.Usage(v.Mountpoint)["used"].(uint64)
 		m.Used, m.UsedKnown = int64(used), ok
 	}
 	return m
-}
-
-// syncFile makes a file's data and size durable.
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

@@ -21,6 +21,8 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/loopdev"
+	"github.com/holdfast/holdfast/internal/volfs"
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 	"github.com/holdfast/holdfast/server"
 )
 
@@ -51,10 +53,7 @@ func newRig(t *testing.T, rootSize int64) *rig {
 		if r.d != nil {
 			r.d.Close()
 		}
-		mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(r.root))
-		for i := len(mounts) - 1; i >= 0; i-- {
-			unix.Unmount(mounts[i].Mountpoint, unix.MNT_DETACH)
-		}
+		volfstest.DetachBelow(r.root)
 		imgs, _ := filepath.Glob(filepath.Join(r.root, "volumes", "*", "backing.img"))
 		for _, img := range imgs {
 			loopdev.Detach(img)
@@ -72,7 +71,7 @@ func (r *rig) start() {
 	r.t.Helper()
 	log := logrus.New()
 	log.SetOutput(&bytes.Buffer{})
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root: r.root, MountRoot: filepath.Join(r.root, "mounts"), Scope: "local", BootID: "test",
 		Mounter: m, Log: log,
@@ -112,7 +111,7 @@ func (r *rig) unmount(name, id string) {
 func (r *rig) remove(name string) {
 	r.t.Helper()
 	require.NoError(r.t, r.api.Remove(&volume.RemoveRequest{Name: name}))
-	r.d.WaitDeleted()
+	r.d.WaitPurged()
 	assert.NoDirExists(r.t, filepath.Join(r.root, "volumes", name))
 	r.requireReleased(name)
 }
@@ -214,7 +213,7 @@ func TestLoopVolume(t *testing.T) {
 			require.NoError(t, r.create("data", map[string]string{"size": tt.size, "fs": tt.fs, "uid": "1000", "gid": "1001", "mode": "0750"}))
 			size, err := driver.CanonSize(tt.size)
 			require.NoError(t, err)
-			want := driver.Size(map[string]string{"size": size})
+			want := volfs.Size(map[string]string{"size": size})
 			assert.EqualValues(t, want, allocated(t, r.backing("data")), "the image is allocated in full at Create")
 			assert.GreaterOrEqual(t, rootFree-free(t, r.fs), want, "and takes its size from --root")
 			st := r.status("data")

@@ -23,6 +23,7 @@ import (
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/guest"
 	"github.com/holdfast/holdfast/internal/nfstest"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // These tests mount with the kernel's NFS client from internal/nfstest's
@@ -62,7 +63,7 @@ func newGuest(t *testing.T, timeout time.Duration) *guestRig {
 // a new backend.
 func (g *guestRig) start() {
 	g.t.Helper()
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	g.b = &Backend{Mounter: m, Timeout: g.timeout, Log: g.log}
 	d, err := driver.New(driver.Config{
 		Root: g.root, MountRoot: filepath.Join(g.root, "mounts"), Scope: "global", BootID: "guest",

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // kernelHasNFS reports whether this kernel knows the nfs filesystem type.
@@ -41,7 +42,7 @@ func TestHostWithoutNFSClient(t *testing.T) {
 	}
 	root := t.TempDir()
 	log, _ := test.NewNullLogger()
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root: root, MountRoot: filepath.Join(root, "mounts"), Scope: "local", BootID: "host",
 		Mounter: m, Log: log, Backends: map[string]driver.Backend{TypeNFS: New(m, 0, log)},

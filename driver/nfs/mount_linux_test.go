@@ -16,12 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // scripted is a mount table for unit tests: FakeMounter underneath, with
 // scripted results and calls that can be held until released.
 type scripted struct {
-	*driver.FakeMounter
+	*volfs.FakeMounter
 	mu sync.Mutex
 	// results are returned by the next Mount calls, in order; a nil entry
 	// or an empty list mounts.
@@ -42,7 +43,7 @@ type mountCall struct {
 }
 
 func newScripted() *scripted {
-	return &scripted{FakeMounter: driver.NewFakeMounter(), unmountErr: map[int]error{}, unmountHold: map[int]chan struct{}{}}
+	return &scripted{FakeMounter: volfs.NewFakeMounter(), unmountErr: map[int]error{}, unmountHold: map[int]chan struct{}{}}
 }
 
 func (s *scripted) Mount(source, target, fstype string, flags uintptr, data string) error {

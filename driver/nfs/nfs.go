@@ -17,6 +17,7 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/failpoint"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // Volume types this package serves.
@@ -56,7 +57,7 @@ type Counters interface {
 // attempts abandoned at their deadline until the kernel lets go of them.
 type Backend struct {
 	// Mounter is the mount table.
-	Mounter driver.Mounter
+	Mounter volfs.Mounter
 	// Timeout bounds each Mount (name resolution and every version tried)
 	// and each Unmount; DefaultTimeout when zero.
 	Timeout time.Duration
@@ -68,7 +69,7 @@ type Backend struct {
 	// abandoned mount completing late and being removed. Discarded when nil.
 	Log logrus.FieldLogger
 	// Faults fails steps on purpose, for tests; nil in production. Mounts
-	// and unmounts are steps of the Mounter (driver.FailingMounter); this
+	// and unmounts are steps of the Mounter (volfs.FailingMounter); this
 	// names the backend's own: name resolution.
 	Faults *failpoint.Set
 	// Counters counts mount attempts and timeouts; none when nil.
@@ -86,7 +87,7 @@ type Backend struct {
 
 // New returns the backend of type=nfs on mounter, with each Mount and
 // Unmount bounded by timeout (DefaultTimeout when zero).
-func New(mounter driver.Mounter, timeout time.Duration, log logrus.FieldLogger) *Backend {
+func New(mounter volfs.Mounter, timeout time.Duration, log logrus.FieldLogger) *Backend {
 	return &Backend{Mounter: mounter, Timeout: timeout, Log: log}
 }
 

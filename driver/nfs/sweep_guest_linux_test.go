@@ -20,6 +20,7 @@ import (
 	"github.com/holdfast/holdfast/internal/guest"
 	"github.com/holdfast/holdfast/internal/nfstest"
 	"github.com/holdfast/holdfast/internal/sweep"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // TestGuestNFSFailureSweep is fault.TestFailureSweep for NFS volumes, which
@@ -94,7 +95,7 @@ func TestGuestNFSFailureSweep(t *testing.T) {
 func newSweptNFS(t *testing.T, dirs sweep.Dirs, faults *failpoint.Set, boot string) (*driver.Driver, error) {
 	log := logrus.New()
 	log.SetOutput(testLog{t})
-	m := driver.FailingMounter{Mounter: driver.KernelMounter{}, Faults: faults}
+	m := volfs.FailingMounter{Mounter: volfs.KernelMounter{}, Faults: faults}
 	return driver.New(driver.Config{
 		Root: dirs.Root, MountRoot: dirs.MountRoot, Scope: "global", BootID: boot,
 		Mounter: m, Log: log, Faults: faults,

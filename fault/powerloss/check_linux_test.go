@@ -180,7 +180,7 @@ func (s *states) serve(p int) error {
 	err := s.timed("start", func() (err error) {
 		d, err = newDriver(pt, fmt.Sprintf("replay-%d", p))
 		if err == nil {
-			d.WaitDeleted()
+			d.WaitPurged()
 		}
 		return err
 	})

@@ -12,7 +12,10 @@ import (
 
 	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/driver/crypt"
+	"github.com/holdfast/holdfast/driver/local"
 	"github.com/holdfast/holdfast/driver/loop"
+	"github.com/holdfast/holdfast/driver/tmpfs"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // Kinds of request.
@@ -48,12 +51,12 @@ func newDriver(p paths, boot string) (*driver.Driver, error) {
 	if err := crypt.CheckKeyDir(p.keyDir, log); err != nil && !os.IsNotExist(err) {
 		return nil, err
 	}
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	return driver.New(driver.Config{
 		Root: p.root, MountRoot: p.mountRoot, Scope: "local", BootID: boot, Mounter: m, Log: log,
 		Backends: map[string]driver.Backend{
-			"local": &driver.Local{Mounter: m},
-			"tmpfs": &driver.Tmpfs{Mounter: m, DefaultSize: "8m"},
+			"local": &local.Backend{Mounter: m},
+			"tmpfs": &tmpfs.Backend{Mounter: m, DefaultSize: "8m"},
 			"crypt": &crypt.Backend{Mounter: m, KeyDir: p.keyDir},
 			"loop":  &loop.Backend{Mounter: m},
 		},

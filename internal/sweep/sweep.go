@@ -192,7 +192,7 @@ func (e *env) start() {
 // volumes' directories), whose steps count too.
 func (e *env) settle() {
 	if e.d != nil {
-		e.d.WaitDeleted()
+		e.d.WaitPurged()
 	}
 }
 

@@ -20,10 +20,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/driver/local"
 	"github.com/holdfast/holdfast/internal/failpoint"
 	"github.com/holdfast/holdfast/internal/guest"
 	"github.com/holdfast/holdfast/internal/quota"
 	"github.com/holdfast/holdfast/internal/quota/quotatest"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // filesystems are the two with project quotas, made and mounted so.
@@ -57,10 +59,10 @@ func newRig(t *testing.T, typ, opts string, mkfs ...string) *rig {
 func (r *rig) start() {
 	r.t.Helper()
 	log, _ := test.NewNullLogger()
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root: r.root, MountRoot: r.mounts, Scope: "local", BootID: "test", Mounter: m, Log: log,
-		Backends: map[string]driver.Backend{"local": &driver.Local{Mounter: m, Faults: r.faults}},
+		Backends: map[string]driver.Backend{"local": &local.Backend{Mounter: m, Faults: r.faults}},
 	})
 	require.NoError(r.t, err)
 	r.d = d
@@ -224,7 +226,7 @@ func TestQuotaLocalVolume(t *testing.T) {
 			q, err := quota.Get(r.fs, idSmall)
 			require.NoError(t, err)
 			assert.Zero(t, q.Limit, "Remove clears the limit")
-			r.d.WaitDeleted()
+			r.d.WaitPurged()
 			require.Eventually(t, func() bool {
 				unix.Sync()
 				q, err := quota.Get(r.fs, idSmall)
@@ -293,7 +295,7 @@ func TestQuotaCreateFailureLeavesNothing(t *testing.T) {
 			require.Contains(t, steps, "set project quota")
 			id := r.projectID("probe")
 			require.NoError(t, r.d.Remove(&volume.RemoveRequest{Name: "probe"}))
-			r.d.WaitDeleted()
+			r.d.WaitPurged()
 			for _, step := range []string{"assign project id", "set project quota", "sync data directory"} {
 				r.faults.Arm(step, 1, nil)
 				require.Error(t, r.create("probe", "4m"), step)
@@ -301,7 +303,7 @@ func TestQuotaCreateFailureLeavesNothing(t *testing.T) {
 				_, err := r.d.Get(&volume.GetRequest{Name: "probe"})
 				assert.ErrorIs(t, err, driver.ErrNotFound, "%s: no volume", step)
 				assert.NoDirExists(t, filepath.Join(r.root, "volumes", "probe"), step)
-				r.d.WaitDeleted()
+				r.d.WaitPurged()
 				require.Eventually(t, func() bool {
 					unix.Sync()
 					q, err := quota.Get(r.fs, id)

@@ -1,4 +1,4 @@
-package driver
+package local
 
 import (
 	"os"
@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/usage"
 )
 
@@ -18,25 +19,25 @@ import (
 func TestLocalStatusIsTheVolumesOwnUsage(t *testing.T) {
 	w := usage.New(usage.Config{Refresh: 10 * time.Millisecond})
 	defer w.Close()
-	l := &Local{Walker: w}
-	v := &Volume{Name: "v", Type: "local", Dir: t.TempDir()}
+	b := &Backend{Walker: w}
+	v := &driver.Volume{Name: "v", Type: "local", Dir: t.TempDir()}
 	require.NoError(t, os.Mkdir(dataDir(v), 0o755))
-	first := l.Status(v)
+	first := b.Status(v)
 	assert.Contains(t, first, "filesystemAvailable")
 	if _, measured := first["used"]; !measured {
 		assert.Contains(t, first, "usedPending")
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(dataDir(v), "f"), make([]byte, 5<<20), 0o644))
 	require.Eventually(t, func() bool {
-		used, ok := l.Status(v)["used"].(int64)
+		used, ok := b.Status(v)["used"].(int64)
 		return ok && used >= 5<<20
 	}, 30*time.Second, 5*time.Millisecond, "used grows to the data written")
-	st := l.Status(v)
+	st := b.Status(v)
 	assert.Contains(t, st, "usedAge")
 	assert.EqualValues(t, 2, st["usedEntries"], "the data directory and one file")
-	assert.True(t, l.Meter(v).UsedKnown)
+	assert.True(t, b.Meter(v).UsedKnown)
 
 	// Removed: the walker forgets it.
-	require.NoError(t, l.Remove(t.Context(), v))
-	assert.False(t, l.Meter(v).UsedKnown)
+	require.NoError(t, b.Remove(t.Context(), v))
+	assert.False(t, b.Meter(v).UsedKnown)
 }

@@ -1,4 +1,4 @@
-package driver
+package volfs
 
 import (
 	"errors"
@@ -38,10 +38,10 @@ type spaceError struct {
 func (e *spaceError) Error() string { return e.msg }
 func (e *spaceError) Unwrap() error { return e.err }
 
-// RootFull is NoSpace for the filesystem holding --root, whose volume
-// directory is v.Dir.
-func RootFull(err error, v *Volume) error {
-	return NoSpace(err, "--root", filepath.Dir(filepath.Dir(v.Dir)))
+// RootFull is NoSpace for the filesystem holding --root, given the
+// directory of one volume, --root/volumes/NAME.
+func RootFull(err error, volumeDir string) error {
+	return NoSpace(err, "--root", filepath.Dir(filepath.Dir(volumeDir)))
 }
 
 // spaceLeft describes the free space and inodes of the filesystem at dir.
@@ -50,15 +50,15 @@ func spaceLeft(dir string) string {
 	if err := unix.Statfs(dir, &st); err != nil {
 		return "free space unknown: " + err.Error()
 	}
-	free := fmt.Sprintf("%s free", humanBytes(st.Bavail*uint64(st.Bsize)))
+	free := fmt.Sprintf("%s free", HumanBytes(st.Bavail*uint64(st.Bsize)))
 	if st.Files > 0 && st.Ffree == 0 {
 		free += ", no inodes left"
 	}
 	return free
 }
 
-// humanBytes formats n in binary units, e.g. 12.5 MiB.
-func humanBytes(n uint64) string {
+// HumanBytes formats n in binary units, e.g. 12.5 MiB.
+func HumanBytes(n uint64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

@@ -1,4 +1,7 @@
-package driver
+// Package bind is holdfast's "bind" volume type: an existing directory of
+// the host, bind-mounted while containers use it, as Docker's local
+// driver's type=none o=bind device=/path.
+package bind
 
 import (
 	"context"
@@ -13,18 +16,17 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
-// TypeBind is the type of volumes whose storage is an existing host
-// directory: Docker's local driver's type=none o=bind device=/path.
-const TypeBind = "bind"
-
-// Bind is the "bind" backend: an existing directory of the host,
+// Backend is the "bind" backend: an existing directory of the host,
 // bind-mounted at the mountpoint while containers use it. holdfast never
 // creates, empties or deletes that directory, and changes its owner and
 // mode only when uid, gid or mode are given.
-type Bind struct {
-	Mounter Mounter
+type Backend struct {
+	Mounter volfs.Mounter
 	// Private are directories no bind volume may reach, by the flag that
 	// sets them (--root, --mount-root, --key-dir): holdfast's state, other
 	// volumes and keys. Paths with symlinks resolved.
@@ -34,45 +36,52 @@ type Bind struct {
 	Allowed []string
 }
 
+// New returns the bind backend on mounter: bind volumes may be below the
+// directories allowed (none: no bind volumes) and never reach private,
+// the directories of holdfast's own files by the flag that sets them.
+func New(mounter volfs.Mounter, allowed []string, private map[string]string) *Backend {
+	return &Backend{Mounter: mounter, Allowed: allowed, Private: private}
+}
+
 // Parse accepts device=/path (required) with uid, gid, mode, ro and rbind,
 // and Docker's local driver form o=bind (or rbind, with ro or rw). The
 // directory must exist, and is stored with symlinks resolved: the resolved
 // path is checked against Private and is what later Mounts bind.
-func (b *Bind) Parse(raw map[string]string) (map[string]string, error) {
-	device := Option{Name: "device", Form: "the absolute path of an existing host directory", Required: true, Canon: canonAbs}
-	p := newFormParser(TypeBind, []Option{device, OptUID, OptGID, OptMode, OptRO, boolOption("rbind")})
+func (b *Backend) Parse(raw map[string]string) (map[string]string, error) {
+	device := driver.Option{Name: "device", Form: "the absolute path of an existing host directory", Required: true, Canon: canonAbs}
+	p := driver.NewFormParser(driver.TypeBind, []driver.Option{device, driver.OptUID, driver.OptGID, driver.OptMode, driver.OptRO, driver.BoolOption("rbind")})
 	rest := maps.Clone(raw)
 	o := rest["o"]
 	delete(rest, "o")
 	if _, ok := rest["device"]; !ok {
-		return nil, fmt.Errorf("%w: type=%s requires option \"device\" (the absolute path of an existing host directory), as with Docker's local driver: type=none o=bind device=/srv/data", ErrInvalidOption, TypeBind)
+		return nil, fmt.Errorf("%w: type=%s requires option \"device\" (the absolute path of an existing host directory), as with Docker's local driver: type=none o=bind device=/srv/data", driver.ErrInvalidOption, driver.TypeBind)
 	}
-	if err := p.top(rest); err != nil {
+	if err := p.Top(rest); err != nil {
 		return nil, err
 	}
-	for _, w := range splitO(o) {
+	for _, w := range driver.SplitO(o) {
 		where := "o=" + w.String()
 		var err error
 		switch {
-		case w.hasValue && slices.Contains([]string{"uid", "gid", "mode"}, w.key):
-			return nil, fmt.Errorf("%w o for type=%s: %s: a bind mount takes no %s (Docker's local driver passes it to the kernel, which ignores it); holdfast sets the directory's owner and mode with --opt %s=… at create", ErrInvalidOption, TypeBind, where, w.key, w.key)
-		case w.key == "encryption":
-			return nil, fmt.Errorf("%w o for type=%s: %s", ErrInvalidOption, TypeBind, encryptionHint)
-		case w.hasValue:
-			p.unknownWord(w)
-		case w.key == "bind" || w.key == "defaults":
-		case w.key == "rbind":
-			err = p.set("rbind", "true", where)
-		case w.key == "ro" || w.key == "rw":
-			err = p.set("ro", strconv.FormatBool(w.key == "ro"), where)
+		case w.HasValue && slices.Contains([]string{"uid", "gid", "mode"}, w.Key):
+			return nil, fmt.Errorf("%w o for type=%s: %s: a bind mount takes no %s (Docker's local driver passes it to the kernel, which ignores it); holdfast sets the directory's owner and mode with --opt %s=… at create", driver.ErrInvalidOption, driver.TypeBind, where, w.Key, w.Key)
+		case w.Key == "encryption":
+			return nil, fmt.Errorf("%w o for type=%s: %s", driver.ErrInvalidOption, driver.TypeBind, driver.EncryptionHint)
+		case w.HasValue:
+			p.Unknown(w)
+		case w.Key == "bind" || w.Key == "defaults":
+		case w.Key == "rbind":
+			err = p.Set("rbind", "true", where)
+		case w.Key == "ro" || w.Key == "rw":
+			err = p.Set("ro", strconv.FormatBool(w.Key == "ro"), where)
 		default:
-			p.unknownWord(w)
+			p.Unknown(w)
 		}
 		if err != nil {
 			return nil, err
 		}
 	}
-	out, err := p.finish("bind, rbind, ro, rw")
+	out, err := p.Finish("bind, rbind, ro, rw")
 	if err != nil {
 		return nil, err
 	}
@@ -92,16 +101,16 @@ func canonAbs(s string) (string, error) {
 // checkSource resolves the symlinks of dir and refuses a directory that
 // does not exist, is not a directory, or overlaps one of Private. It
 // returns the resolved path.
-func (b *Bind) checkSource(dir string) (string, error) {
+func (b *Backend) checkSource(dir string) (string, error) {
 	if len(b.Allowed) == 0 {
-		return "", fmt.Errorf("%w device=%s for type=%s: bind volumes are off here (--bind-paths is empty, as in the managed plugin, which sees no host directories but its own state and keys); use the legacy daemon (plugin/holdfast.service) for bind volumes", ErrInvalidOption, dir, TypeBind)
+		return "", fmt.Errorf("%w device=%s for type=%s: bind volumes are off here (--bind-paths is empty, as in the managed plugin, which sees no host directories but its own state and keys); use the legacy daemon (plugin/holdfast.service) for bind volumes", driver.ErrInvalidOption, dir, driver.TypeBind)
 	}
 	real, err := filepath.EvalSymlinks(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("%w device=%s for type=%s: bind source path does not exist: %s; the path must exist: create it first (holdfast never creates it)", ErrInvalidOption, dir, TypeBind, dir)
+		return "", fmt.Errorf("%w device=%s for type=%s: bind source path does not exist: %s; the path must exist: create it first (holdfast never creates it)", driver.ErrInvalidOption, dir, driver.TypeBind, dir)
 	}
 	if err != nil {
-		return "", fmt.Errorf("%w device=%s for type=%s: %v", ErrInvalidOption, dir, TypeBind, err)
+		return "", fmt.Errorf("%w device=%s for type=%s: %v", driver.ErrInvalidOption, dir, driver.TypeBind, err)
 	}
 	via := ""
 	if real != dir {
@@ -109,21 +118,21 @@ func (b *Bind) checkSource(dir string) (string, error) {
 	}
 	fi, err := os.Stat(real)
 	if err != nil {
-		return "", fmt.Errorf("%w device=%s for type=%s: %v", ErrInvalidOption, dir, TypeBind, err)
+		return "", fmt.Errorf("%w device=%s for type=%s: %v", driver.ErrInvalidOption, dir, driver.TypeBind, err)
 	}
 	if !fi.IsDir() {
-		return "", fmt.Errorf("%w device=%s for type=%s: not a directory%s; a volume is a directory", ErrInvalidOption, dir, TypeBind, via)
+		return "", fmt.Errorf("%w device=%s for type=%s: not a directory%s; a volume is a directory", driver.ErrInvalidOption, dir, driver.TypeBind, via)
 	}
 	if !slices.ContainsFunc(b.Allowed, func(a string) bool { return real == a || a == "/" || within(real, a) }) {
-		return "", fmt.Errorf("%w device=%s for type=%s: %s is not below a directory of --bind-paths (%s)%s; add its parent there or bind another directory", ErrInvalidOption, dir, TypeBind, real, strings.Join(b.Allowed, ", "), via)
+		return "", fmt.Errorf("%w device=%s for type=%s: %s is not below a directory of --bind-paths (%s)%s; add its parent there or bind another directory", driver.ErrInvalidOption, dir, driver.TypeBind, real, strings.Join(b.Allowed, ", "), via)
 	}
 	for _, flag := range slices.Sorted(maps.Keys(b.Private)) {
 		priv := b.Private[flag]
 		switch {
 		case real == priv || within(real, priv):
-			return "", fmt.Errorf("%w device=%s for type=%s: it is inside %s %s%s, where holdfast keeps its own files; bind a directory outside it", ErrInvalidOption, dir, TypeBind, flag, priv, via)
+			return "", fmt.Errorf("%w device=%s for type=%s: it is inside %s %s%s, where holdfast keeps its own files; bind a directory outside it", driver.ErrInvalidOption, dir, driver.TypeBind, flag, priv, via)
 		case within(priv, real):
-			return "", fmt.Errorf("%w device=%s for type=%s: it contains %s %s%s, holdfast's own files, which containers must not reach; bind a directory that does not contain it", ErrInvalidOption, dir, TypeBind, flag, priv, via)
+			return "", fmt.Errorf("%w device=%s for type=%s: it contains %s %s%s, holdfast's own files, which containers must not reach; bind a directory that does not contain it", driver.ErrInvalidOption, dir, driver.TypeBind, flag, priv, via)
 		}
 	}
 	return real, nil
@@ -143,13 +152,13 @@ func within(path, dir string) bool {
 
 // Create sets the directory's owner and mode when uid, gid or mode are
 // given; otherwise it touches nothing.
-func (b *Bind) Create(_ context.Context, v *Volume) error {
+func (b *Backend) Create(_ context.Context, v *driver.Volume) error {
 	dir := v.Options["device"]
 	if _, err := b.checkSource(dir); err != nil {
 		return err
 	}
-	uid := int(IntOption(v.Options, "uid", -1))
-	gid := int(IntOption(v.Options, "gid", -1))
+	uid := int(driver.IntOption(v.Options, "uid", -1))
+	gid := int(driver.IntOption(v.Options, "gid", -1))
 	if uid >= 0 || gid >= 0 {
 		if err := os.Lchown(dir, uid, gid); err != nil {
 			return fmt.Errorf("set owner of %s: %w", dir, err)
@@ -157,7 +166,7 @@ func (b *Bind) Create(_ context.Context, v *Volume) error {
 	}
 	if _, ok := v.Options["mode"]; ok {
 		// unix.Chmod keeps setuid/setgid/sticky bits; os.Chmod drops them.
-		if err := unix.Chmod(dir, ModeOf(v.Options, 0)); err != nil {
+		if err := unix.Chmod(dir, driver.ModeOf(v.Options, 0)); err != nil {
 			return fmt.Errorf("set mode of %s: %w", dir, err)
 		}
 	}
@@ -168,7 +177,7 @@ func (b *Bind) Create(_ context.Context, v *Volume) error {
 // ro. The directory is opened without following any symlink, and that
 // handle is mounted: a path changed into a symlink since the create is
 // refused, never followed.
-func (b *Bind) Mount(_ context.Context, v *Volume) error {
+func (b *Backend) Mount(_ context.Context, v *driver.Volume) error {
 	dir := v.Options["device"]
 	fd, err := openNoSymlinks(dir)
 	if err != nil {
@@ -191,7 +200,7 @@ func (b *Bind) Mount(_ context.Context, v *Volume) error {
 	// requires where they are locked.
 	ro := uintptr(unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY) | keptFlags(v.Mountpoint)
 	if err := b.Mounter.Mount("", v.Mountpoint, "", ro, ""); err != nil {
-		UnmountPath(b.Mounter, v.Mountpoint)
+		volfs.UnmountPath(b.Mounter, v.Mountpoint)
 		return fmt.Errorf("make the bind mount of %s read-only: %w", dir, err)
 	}
 	return nil
@@ -244,20 +253,20 @@ func openNoSymlinks(dir string) (int, error) {
 }
 
 // Unmount removes the bind mount; the directory is untouched.
-func (b *Bind) Unmount(_ context.Context, v *Volume) error {
-	return UnmountPath(b.Mounter, v.Mountpoint)
+func (b *Backend) Unmount(_ context.Context, v *driver.Volume) error {
+	return volfs.UnmountPath(b.Mounter, v.Mountpoint)
 }
 
 // Remove deletes nothing: the directory is the host's, as with Docker's
 // local driver.
-func (b *Bind) Remove(context.Context, *Volume) error { return nil }
+func (b *Backend) Remove(context.Context, *driver.Volume) error { return nil }
 
 // Status reports the directory and, while mounted, the usage of its
 // filesystem.
-func (b *Bind) Status(v *Volume) map[string]any {
+func (b *Backend) Status(v *driver.Volume) map[string]any {
 	st := map[string]any{"device": v.Options["device"]}
 	if v.Mounted {
-		maps.Copy(st, Usage(v.Mountpoint))
+		maps.Copy(st, volfs.Usage(v.Mountpoint))
 	}
 	return st
 }

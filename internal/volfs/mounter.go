@@ -1,4 +1,4 @@
-package driver
+package volfs
 
 // Mounter is the kernel's mount table as the driver and backends use it.
 // The real one is in mounter_linux.go; FakeMounter serves unit tests.

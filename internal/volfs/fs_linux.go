@@ -1,4 +1,4 @@
-package driver
+package volfs
 
 import (
 	"errors"
@@ -23,18 +23,22 @@ func UnmountPath(m Mounter, target string) error {
 	}
 }
 
-// ApplyOwner sets the owner and mode options on dir, defaultMode when
-// mode is unset.
-func ApplyOwner(dir string, opts map[string]string, defaultMode uint32) error {
-	uid := int(IntOption(opts, "uid", -1))
-	gid := int(IntOption(opts, "gid", -1))
-	if uid >= 0 || gid >= 0 {
-		if err := os.Lchown(dir, uid, gid); err != nil {
+// Owner is the owner and mode a volume's root is given.
+type Owner struct {
+	// UID and GID are left as they are when negative.
+	UID, GID int
+	Mode     uint32
+}
+
+// ApplyOwner sets the owner and mode of dir.
+func ApplyOwner(dir string, o Owner) error {
+	if o.UID >= 0 || o.GID >= 0 {
+		if err := os.Lchown(dir, o.UID, o.GID); err != nil {
 			return fmt.Errorf("set owner of %s: %w", dir, err)
 		}
 	}
 	// os.Chmod drops setuid/setgid/sticky bits; unix.Chmod keeps them.
-	if err := unix.Chmod(dir, ModeOf(opts, defaultMode)); err != nil {
+	if err := unix.Chmod(dir, o.Mode); err != nil {
 		return fmt.Errorf("set mode of %s: %w", dir, err)
 	}
 	return nil
@@ -58,4 +62,15 @@ func Usage(path string) map[string]any {
 func Size(opts map[string]string) int64 {
 	n, _ := strconv.ParseInt(opts["size"], 10, 64)
 	return n
+}
+
+// SyncPath makes the file or directory at path durable: its content, or
+// for a directory its entries, with its owner and mode.
+func SyncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }

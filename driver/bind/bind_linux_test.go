@@ -1,4 +1,4 @@
-package driver
+package bind
 
 import (
 	"os"
@@ -11,27 +11,32 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/driver/tmpfs"
+	"github.com/holdfast/holdfast/internal/volfs"
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 )
 
 // formsKernelDriver is a driver on the real kernel with the tmpfs and bind
 // backends, bind refusing root's directories.
-func formsKernelDriver(t *testing.T) (*Driver, string) {
+func formsKernelDriver(t *testing.T) (*driver.Driver, string) {
 	t.Helper()
 	root := t.TempDir()
 	log, _ := test.NewNullLogger()
-	m := KernelMounter{}
-	d, err := New(Config{
+	m := volfs.KernelMounter{}
+	d, err := driver.New(driver.Config{
 		Root: root, MountRoot: filepath.Join(root, "mounts"), Scope: "local", BootID: "test",
 		Mounter: m, Log: log,
-		Backends: map[string]Backend{
-			"tmpfs":  &Tmpfs{Mounter: m, DefaultSize: "64m"},
-			TypeBind: &Bind{Mounter: m, Allowed: []string{"/"}, Private: map[string]string{"--root": root}},
+		Backends: map[string]driver.Backend{
+			"tmpfs":         tmpfs.New(m, "64m"),
+			driver.TypeBind: &Backend{Mounter: m, Allowed: []string{"/"}, Private: map[string]string{"--root": root}},
 		},
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		d.Close()
-		mounts, _ := m.Mountpoints(d.cfg.MountRoot)
+		mounts, _ := m.Mountpoints(filepath.Join(root, "mounts"))
 		for mp := range mounts {
 			unix.Unmount(mp, unix.MNT_DETACH)
 		}
@@ -41,7 +46,7 @@ func formsKernelDriver(t *testing.T) (*Driver, string) {
 
 func mountOpts(t *testing.T, path string) []string {
 	t.Helper()
-	mi := mountinfoOf(t, path)
+	mi := volfstest.MountOf(t, path)
 	require.NotNil(t, mi, "%s is a mountpoint", path)
 	return strings.Split(mi.Options, ",")
 }
@@ -49,7 +54,7 @@ func mountOpts(t *testing.T, path string) []string {
 // TestKernelTmpfsLocalForm: Docker's local driver form of a tmpfs mounts
 // with its size, owner, mode, inode limit and flags.
 func TestKernelTmpfsLocalForm(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs and bind mounts for real")
 	d, _ := formsKernelDriver(t)
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "scratch", Options: map[string]string{
 		"type": "tmpfs", "device": "tmpfs", "o": "size=8m,uid=1000,gid=1001,mode=0750,nr_inodes=100,noexec,nosuid,nodev"}}))
@@ -60,7 +65,7 @@ func TestKernelTmpfsLocalForm(t *testing.T) {
 	for _, f := range []string{"rw", "nosuid", "nodev", "noexec"} {
 		assert.Contains(t, opts, f)
 	}
-	mi := mountinfoOf(t, mp)
+	mi := volfstest.MountOf(t, mp)
 	assert.Equal(t, "tmpfs", mi.FSType)
 	assert.Contains(t, mi.VFSOptions, "size=8192k")
 	assert.Contains(t, mi.VFSOptions, "nr_inodes=100")
@@ -84,7 +89,7 @@ func TestKernelTmpfsLocalForm(t *testing.T) {
 // land there, ro is read-only, rbind carries submounts, Remove leaves
 // every file, and nothing is chowned or chmodded unless asked.
 func TestKernelBind(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs and bind mounts for real")
 	d, _ := formsKernelDriver(t)
 	host := t.TempDir()
 	require.NoError(t, os.Chmod(host, 0o711))
@@ -124,7 +129,7 @@ func TestKernelBind(t *testing.T) {
 	require.NoError(t, d.Unmount(&volume.UnmountRequest{Name: "ro", ID: "c2"}))
 	require.NoError(t, d.Remove(&volume.RemoveRequest{Name: "ro"}))
 	assert.FileExists(t, filepath.Join(host, "kept"))
-	assert.Nil(t, mountinfoOf(t, res.Mountpoint), "no mount left")
+	assert.Nil(t, volfstest.MountOf(t, res.Mountpoint), "no mount left")
 
 	// Plain bind: the submount is not carried.
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "plain", Options: map[string]string{
@@ -143,7 +148,7 @@ func TestKernelBind(t *testing.T) {
 // TestKernelBindRefusesASwappedSymlink: a directory replaced by a symlink
 // after the create is refused at Mount, never followed.
 func TestKernelBindRefusesASwappedSymlink(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts tmpfs and bind mounts for real")
 	d, root := formsKernelDriver(t)
 	host := filepath.Join(t.TempDir(), "data")
 	require.NoError(t, os.Mkdir(host, 0o755))

@@ -1,4 +1,8 @@
-package driver
+// Package local is holdfast's "local" volume type, the default: a
+// directory under --root that keeps its data across unmounts, restarts and
+// reboots, bind-mounted while in use, optionally limited in size by a
+// project quota.
+package local
 
 import (
 	"context"
@@ -11,16 +15,18 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/holdfast/holdfast/driver"
 	"github.com/holdfast/holdfast/internal/failpoint"
 	"github.com/holdfast/holdfast/internal/quota"
 	"github.com/holdfast/holdfast/internal/usage"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
-// Local is the "local" backend: a directory under --root that keeps its
+// Backend is the "local" backend: a directory under --root that keeps its
 // data across unmounts, restarts and reboots, bind-mounted at the
 // mountpoint while the volume has leases.
-type Local struct {
-	Mounter Mounter
+type Backend struct {
+	Mounter volfs.Mounter
 	// Walker measures the volumes' own usage in the background; without
 	// one, Status reports none.
 	Walker *usage.Walker
@@ -31,8 +37,14 @@ type Local struct {
 	ids quota.Allocator
 }
 
-// localMode is the mode of a local volume's root, as Docker's _data.
-const localMode = 0o755
+// New returns the local backend on mounter; walker measures the volumes'
+// own usage in the background (none: Status reports none).
+func New(mounter volfs.Mounter, walker *usage.Walker) *Backend {
+	return &Backend{Mounter: mounter, Walker: walker}
+}
+
+// rootMode is the mode of a local volume's root, as Docker's _data.
+const rootMode = 0o755
 
 // infoProject is the Info key of a size-limited volume's project id.
 const infoProject = "projectID"
@@ -43,10 +55,10 @@ const minQuotaSize = 1 << 20
 
 // optQuotaSize is size= of a local volume: a project quota, as with
 // Docker's local driver.
-var optQuotaSize = Option{Name: "size", Form: "a size of at least 1m such as 100m or 1g", Canon: canonQuotaSize}
+var optQuotaSize = driver.Option{Name: "size", Form: "a size of at least 1m such as 100m or 1g", Canon: canonQuotaSize}
 
 func canonQuotaSize(s string) (string, error) {
-	n, err := canonTmpfsSize(s)
+	n, err := driver.CanonAbsSize(s)
 	if err != nil {
 		return "", err
 	}
@@ -59,64 +71,64 @@ func canonQuotaSize(s string) (string, error) {
 // Parse accepts uid, gid, mode and size (a project quota, as size= of
 // Docker's local driver). device= or o= without a type are refused with
 // what to write instead.
-func (l *Local) Parse(raw map[string]string) (map[string]string, error) {
+func (b *Backend) Parse(raw map[string]string) (map[string]string, error) {
 	for _, k := range []string{"device", "o"} {
 		if _, ok := raw[k]; ok {
-			return nil, fmt.Errorf("%w %q for type=local: device= and o= go with a type, as with Docker's local driver (missing required option: \"type\"): type=tmpfs device=tmpfs o=size=…, type=none o=bind device=/path, or type=nfs o=addr=… device=:/path", ErrInvalidOption, k)
+			return nil, fmt.Errorf("%w %q for type=local: device= and o= go with a type, as with Docker's local driver (missing required option: \"type\"): type=tmpfs device=tmpfs o=size=…, type=none o=bind device=/path, or type=nfs o=addr=… device=:/path", driver.ErrInvalidOption, k)
 		}
 	}
-	return ParseOptions("local", raw, []Option{OptUID, OptGID, OptMode, optQuotaSize})
+	return driver.ParseOptions("local", raw, []driver.Option{driver.OptUID, driver.OptGID, driver.OptMode, optQuotaSize})
 }
 
-func dataDir(v *Volume) string { return filepath.Join(v.Dir, "data") }
+func dataDir(v *driver.Volume) string { return filepath.Join(v.Dir, "data") }
 
 // rootOf returns --root, the directory above v's volumes directory.
-func rootOf(v *Volume) string { return filepath.Dir(filepath.Dir(v.Dir)) }
+func rootOf(v *driver.Volume) string { return filepath.Dir(filepath.Dir(v.Dir)) }
 
 // Create makes the data directory with the requested owner and mode and,
 // with size, its project quota. A full --root is named as such, with the
 // fix; so is a --root without project quotas when size is given.
-func (l *Local) Create(_ context.Context, v *Volume) error {
-	size := Size(v.Options)
+func (b *Backend) Create(_ context.Context, v *driver.Volume) error {
+	size := volfs.Size(v.Options)
 	if size > 0 {
 		if err := quota.Check(rootOf(v), "--root"); err != nil {
-			return fmt.Errorf("size= (%s) for type=local is a project quota on the volume's directory: %w", humanBytes(uint64(size)), err)
+			return fmt.Errorf("size= (%s) for type=local is a project quota on the volume's directory: %w", volfs.HumanBytes(uint64(size)), err)
 		}
 	}
 	dir := dataDir(v)
-	err := l.Faults.Check("mkdir data directory")
+	err := b.Faults.Check("mkdir data directory")
 	if err == nil {
-		err = os.Mkdir(dir, localMode)
+		err = os.Mkdir(dir, rootMode)
 	}
 	if err != nil {
-		return RootFull(fmt.Errorf("create data directory: %w", err), v)
+		return volfs.RootFull(fmt.Errorf("create data directory: %w", err), v.Dir)
 	}
-	err = l.Faults.Check("set owner")
+	err = b.Faults.Check("set owner")
 	if err == nil {
-		err = ApplyOwner(dir, v.Options, localMode)
+		err = volfs.ApplyOwner(dir, driver.OwnerOf(v.Options, rootMode))
 	}
 	if err == nil && size > 0 {
-		err = l.limit(v, dir, uint64(size))
+		err = b.limit(v, dir, uint64(size))
 	}
 	// Its owner and mode are durable with the record (the driver syncs
 	// the entry): xfs keeps them apart from the parent's.
 	if err == nil {
-		err = l.Faults.Check("sync data directory")
+		err = b.Faults.Check("sync data directory")
 	}
 	if err == nil {
-		err = syncPath(dir)
+		err = volfs.SyncPath(dir)
 	}
-	return RootFull(err, v)
+	return volfs.RootFull(err, v.Dir)
 }
 
 // limit gives the empty data directory dir a project id of its own,
 // recorded in v.Info, and sets the id's hard limit to size. On error the
 // driver removes the directory, and Remove the limit.
-func (l *Local) limit(v *Volume, dir string, size uint64) error {
-	err := l.Faults.Check("assign project id")
+func (b *Backend) limit(v *driver.Volume, dir string, size uint64) error {
+	err := b.Faults.Check("assign project id")
 	var id uint32
 	if err == nil {
-		id, err = l.ids.Assign(dir, v.Name)
+		id, err = b.ids.Assign(dir, v.Name)
 	}
 	if err != nil {
 		return fmt.Errorf("give volume %s a project id: %w", v.Name, err)
@@ -125,7 +137,7 @@ func (l *Local) limit(v *Volume, dir string, size uint64) error {
 		v.Info = map[string]string{}
 	}
 	v.Info[infoProject] = strconv.FormatUint(uint64(id), 10)
-	err = l.Faults.Check("set project quota")
+	err = b.Faults.Check("set project quota")
 	if err == nil {
 		err = quota.SetLimit(dir, id, size)
 	}
@@ -135,7 +147,7 @@ func (l *Local) limit(v *Volume, dir string, size uint64) error {
 // projectID returns the project id of v: the recorded one, or for a Create
 // interrupted before its commit, the data directory's own if it is one of
 // holdfast's. ok is false when v has none.
-func projectID(v *Volume) (id uint32, ok bool) {
+func projectID(v *driver.Volume) (id uint32, ok bool) {
 	if n, err := strconv.ParseUint(v.Info[infoProject], 10, 32); err == nil {
 		return uint32(n), true
 	}
@@ -143,44 +155,35 @@ func projectID(v *Volume) (id uint32, ok bool) {
 	return id, err == nil && quota.Owned(id)
 }
 
-func syncPath(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
-}
-
 // Mount bind-mounts the data directory at the mountpoint.
-func (l *Local) Mount(_ context.Context, v *Volume) error {
+func (b *Backend) Mount(_ context.Context, v *driver.Volume) error {
 	dir := dataDir(v)
 	if _, err := os.Lstat(dir); err != nil {
 		return fmt.Errorf("data directory of volume %s is missing (%w); restore it or remove the volume", v.Name, err)
 	}
-	return l.Mounter.Mount(dir, v.Mountpoint, "", unix.MS_BIND, "")
+	return b.Mounter.Mount(dir, v.Mountpoint, "", unix.MS_BIND, "")
 }
 
 // Unmount removes the bind mount.
-func (l *Local) Unmount(_ context.Context, v *Volume) error {
-	return UnmountPath(l.Mounter, v.Mountpoint)
+func (b *Backend) Unmount(_ context.Context, v *driver.Volume) error {
+	return volfs.UnmountPath(b.Mounter, v.Mountpoint)
 }
 
 // Remove stops measuring the volume and clears the project quota of a
 // size-limited volume; the driver removes the volume's directory. The id
 // is free again once the files holding it are deleted.
-func (l *Local) Remove(_ context.Context, v *Volume) error {
-	if l.Walker != nil {
-		l.Walker.Forget(v.Name)
+func (b *Backend) Remove(_ context.Context, v *driver.Volume) error {
+	if b.Walker != nil {
+		b.Walker.Forget(v.Name)
 	}
-	if Size(v.Options) <= 0 {
+	if volfs.Size(v.Options) <= 0 {
 		return nil
 	}
 	id, ok := projectID(v)
 	if !ok {
 		return nil
 	}
-	err := l.Faults.Check("clear project quota")
+	err := b.Faults.Check("clear project quota")
 	if err == nil {
 		err = quota.SetLimit(rootOf(v), id, 0)
 	}
@@ -199,18 +202,18 @@ func (l *Local) Remove(_ context.Context, v *Volume) error {
 // when the walk says so; usedError, or usedPending before the first walk),
 // and the space still free on the filesystem holding --root, shared with
 // everything else on it (filesystemAvailable).
-func (l *Local) Status(v *Volume) map[string]any {
-	if Size(v.Options) > 0 {
+func (b *Backend) Status(v *driver.Volume) map[string]any {
+	if volfs.Size(v.Options) > 0 {
 		return quotaStatus(v)
 	}
 	st := map[string]any{}
-	if u := Usage(dataDir(v)); u["available"] != nil {
+	if u := volfs.Usage(dataDir(v)); u["available"] != nil {
 		st["filesystemAvailable"] = u["available"]
 	}
-	if l.Walker == nil {
+	if b.Walker == nil {
 		return st
 	}
-	r := l.Walker.Read(v.Name, dataDir(v))
+	r := b.Walker.Read(v.Name, dataDir(v))
 	switch {
 	case !r.Measured:
 		st["usedPending"] = "not yet measured: a background walk of the volume is scheduled"
@@ -231,25 +234,25 @@ func (l *Local) Status(v *Volume) map[string]any {
 }
 
 // Meter reports the last walk's figure, never waiting for one.
-func (l *Local) Meter(v *Volume) Measure {
-	if l.Walker == nil {
-		return Measure{}
+func (b *Backend) Meter(v *driver.Volume) driver.Measure {
+	if b.Walker == nil {
+		return driver.Measure{}
 	}
-	if Size(v.Options) > 0 {
+	if volfs.Size(v.Options) > 0 {
 		if id, ok := projectID(v); ok {
 			if q, err := quota.Get(dataDir(v), id); err == nil {
-				return Measure{Size: Size(v.Options), Used: int64(q.Used), UsedKnown: true}
+				return driver.Measure{Size: volfs.Size(v.Options), Used: int64(q.Used), UsedKnown: true}
 			}
 		}
-		return Measure{}
+		return driver.Measure{}
 	}
-	r := l.Walker.Read(v.Name, dataDir(v))
-	return Measure{Used: r.Bytes, UsedKnown: r.Measured && r.Err == ""}
+	r := b.Walker.Read(v.Name, dataDir(v))
+	return driver.Measure{Used: r.Bytes, UsedKnown: r.Measured && r.Err == ""}
 }
 
 // quotaStatus is Status of a size-limited volume.
-func quotaStatus(v *Volume) map[string]any {
-	st := map[string]any{"size": Size(v.Options)}
+func quotaStatus(v *driver.Volume) map[string]any {
+	st := map[string]any{"size": volfs.Size(v.Options)}
 	id, ok := projectID(v)
 	if !ok {
 		st["usageError"] = "the volume has no project id in its record"

@@ -1,4 +1,4 @@
-package driver
+package volfs
 
 import (
 	"github.com/holdfast/holdfast/internal/failpoint"

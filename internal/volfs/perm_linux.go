@@ -1,4 +1,4 @@
-package driver
+package volfs
 
 import (
 	"errors"
@@ -88,9 +88,9 @@ func CheckPrivateDir(dir, flag string, log logrus.FieldLogger) (exists bool, err
 	return true, nil
 }
 
-// privateFile sets an existing file open to its group or to others to
+// PrivateFile sets an existing file open to its group or to others to
 // 0600, with a warning; a missing file is no error.
-func privateFile(path string, log logrus.FieldLogger) error {
+func PrivateFile(path string, log logrus.FieldLogger) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
