@@ -238,7 +238,8 @@ func cmdBackup(c *cmdEnv) (err error) {
 		return fmt.Errorf("refusing to write a tar stream to a terminal: give -o FILE, or redirect stdout (holdfast backup %s > %s.tar)", name, name)
 	}
 	if c.output != "" {
-		f, err := os.OpenFile(c.output, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		var f *os.File
+		f, err = os.OpenFile(c.output, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return fmt.Errorf("-o: %w", err)
 		}
