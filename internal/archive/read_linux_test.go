@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast/holdfast/internal/treetest"
 )
 
 // rawStream builds a stream from headers as given (data for TypeReg is
@@ -114,14 +116,14 @@ func TestReadRefusesBadStreams(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			target := t.TempDir()
 			require.NoError(t, os.WriteFile(filepath.Join(target, "keep"), []byte("mine"), 0o600))
-			before := snapshot(t, target)
+			before := treetest.Snapshot(t, target)
 			_, err := Read(bytes.NewReader(tc.stream), target, ReadOptions{MaxFileSize: 1 << 40})
 			require.Error(t, err)
 			require.Contains(t, err.Error(), tc.want)
 			if tc.err != nil {
 				require.ErrorIs(t, err, tc.err)
 			}
-			requireSameTree(t, before, snapshot(t, target))
+			treetest.RequireSame(t, before, treetest.Snapshot(t, target))
 		})
 	}
 }
