@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/holdfast/holdfast/internal/treetest"
 )
@@ -216,4 +219,50 @@ func TestAdminCommandErrors(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(p.mount("full", "c9"), "f"))
 	require.NoError(t, err)
 	assert.Equal(t, "data", string(got), "the refused restore left the volume as it was")
+}
+
+// openPTY opens a pseudo-terminal and returns its master and slave.
+func openPTY(t *testing.T) (*os.File, *os.File) {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { master.Close() })
+	require.NoError(t, unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0))
+	n, err := unix.IoctlGetUint32(int(master.Fd()), unix.TIOCGPTN)
+	require.NoError(t, err)
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { slave.Close() })
+	return master, slave
+}
+
+// TestBackupAndTerminals: a tar stream is never written to a terminal, and
+// progress goes to stderr only when it is one.
+func TestBackupAndTerminals(t *testing.T) {
+	requireRoot(t)
+	p := startAdminProc(t)
+	p.create("vol", nil)
+	mp := p.mount("vol", "c1")
+	require.NoError(t, os.WriteFile(filepath.Join(mp, "f"), bytes.Repeat([]byte("x"), 1<<20), 0o644))
+	p.unmount("vol", "c1")
+
+	master, slave := openPTY(t)
+	cmd := exec.Command(binary, "backup", "vol", "--socket", p.sock)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = slave, &stderr
+	require.Error(t, cmd.Run())
+	assert.Equal(t, 1, cmd.ProcessState.ExitCode())
+	assert.Contains(t, stderr.String(), "refusing to write a tar stream to a terminal: give -o FILE, or redirect stdout (holdfast backup vol > vol.tar)")
+
+	file := filepath.Join(t.TempDir(), "vol.tar")
+	cmd = exec.Command(binary, "backup", "vol", "-o", file, "--socket", p.sock)
+	cmd.Stderr = slave
+	require.NoError(t, cmd.Run())
+	slave.Close()
+	shown, _ := io.ReadAll(master) // EIO once the slave is closed
+	assert.Regexp(t, `\rbackup vol: 1\.\d+MiB, [0-9.]+[KMG]?i?B/s +done\r?\n`, string(shown), "progress on a terminal")
+
+	_, quiet, code := p.holdfast(nil, "backup", "vol", "-o", file)
+	require.Zero(t, code)
+	assert.Empty(t, quiet, "no progress when stderr is not a terminal")
 }
