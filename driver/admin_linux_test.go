@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -330,4 +332,56 @@ func keys(m map[string]time.Time) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// failingWriter fails every write after the first n bytes, as a client
+// that went away.
+type failingWriter struct{ n int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.n <= 0 {
+		return 0, errors.New("client went away")
+	}
+	w.n -= len(p)
+	return len(p), nil
+}
+
+// TestAbandonedBackupAndRestore: a backup whose reader goes away ends its
+// view (no lease, no mount left); a restore in progress holds its volume
+// (Remove and Release refuse), and one whose stream fails removes it.
+func TestAbandonedBackupAndRestore(t *testing.T) {
+	requireRoot(t)
+	d := kernelDriver(t, t.TempDir())
+	require.NoError(t, d.Create(&volume.CreateRequest{Name: "src", Options: map[string]string{"type": "local"}}))
+	mp := mountAs(t, d, "src", "c1")
+	require.NoError(t, os.WriteFile(filepath.Join(mp, "big"), bytes.Repeat([]byte("x"), 4<<20), 0o644))
+	unmountAs(t, d, "src", "c1")
+	_, err := d.Backup(context.Background(), "src", &failingWriter{n: 64 << 10}, false)
+	require.ErrorContains(t, err, "client went away")
+	v, err := d.get("src")
+	require.NoError(t, err)
+	assert.Empty(t, v.Leases, "the view's lease ended with the failed backup")
+	assert.False(t, v.Mounted)
+	stream, _ := backup(t, d, "src")
+
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Restore(context.Background(), "dst", map[string]string{"type": "local"}, pr)
+		done <- err
+	}()
+	// Once the restore has read a first piece, it holds its fill lease.
+	_, err = pw.Write(stream[:4096])
+	require.NoError(t, err)
+	leases, err := d.Leases("dst")
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	assert.True(t, strings.HasPrefix(leases[0].ID, FillLeasePrefix), leases[0].ID)
+	require.ErrorIs(t, d.Remove(&volume.RemoveRequest{Name: "dst"}), ErrInUse, "a restore in progress keeps its volume")
+	_, err = d.Release("dst", leases[0].ID)
+	require.ErrorContains(t, err, "is holdfast's own; it ends with the restore")
+	pw.CloseWithError(errors.New("the network went down"))
+	err = <-done
+	require.ErrorContains(t, err, "the network went down")
+	requireNoVolume(t, d, "dst")
 }
