@@ -163,6 +163,9 @@ func (d *Driver) Restore(ctx context.Context, name string, opts map[string]strin
 	if err := ValidateName(name); err != nil {
 		return admin.Restored{}, err
 	}
+	if _, ok := opts["from"]; ok {
+		return admin.Restored{}, fmt.Errorf("%w from: a restore takes the files from its stream; drop --opt from=, or clone with docker volume create --opt from=SOURCE", ErrInvalidOption)
+	}
 	existing, err := d.restoreTarget(name, opts)
 	if err != nil {
 		return admin.Restored{}, err

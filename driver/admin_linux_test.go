@@ -147,6 +147,10 @@ func TestRestoreIntoExistingVolume(t *testing.T) {
 	_, err = d.Restore(context.Background(), "tmp", local, bytes.NewReader(stream))
 	require.ErrorContains(t, err, "volume tmp exists with type=tmpfs, not type=local")
 
+	_, err = d.Restore(context.Background(), "clone", map[string]string{"from": "src"}, bytes.NewReader(stream))
+	require.ErrorContains(t, err, "a restore takes the files from its stream; drop --opt from=")
+	requireNoVolume(t, d, "clone")
+
 	_, err = d.Restore(context.Background(), "newtmp", map[string]string{"type": "tmpfs"}, bytes.NewReader(stream))
 	require.ErrorContains(t, err, "a new type=tmpfs volume keeps nothing")
 	requireNoVolume(t, d, "newtmp")
