@@ -45,7 +45,12 @@ func TestLUKSBackupRestore(t *testing.T) {
 		res, err := r.d.Restore(context.Background(), dst, opts, bytes.NewReader(stream.Bytes()))
 		require.NoError(t, err)
 		assert.Equal(t, len(want), res.Entries)
-		r.requireLocked(dst)
+		if inUse {
+			assert.Equal(t, false, r.status(dst)["mounted"], "the restore unmounted what it filled")
+			assert.Empty(t, r.mappings(dst), "and closed its mapping")
+		} else {
+			r.requireLocked(dst) // nothing of either volume is open
+		}
 		got := r.mount(dst, "c2")
 		treetest.RequireSame(t, want, treetest.Snapshot(t, got))
 		treetest.RequireSparse(t, filepath.Join(got, treetest.SparseName))
