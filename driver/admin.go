@@ -157,8 +157,8 @@ func errHoldsData(name string) error {
 // Restore creates name with opts through Create and unpacks r into it. An
 // existing volume is filled only when it is empty and has exactly the
 // options given (as a Create of it would succeed), whether a container
-// uses it or not; one holding data is refused. On any error, a volume Restore created is removed again, and an
-// existing one is left as it was.
+// uses it or not; one holding data is refused. On any error, a volume
+// Restore created is removed again, and an existing one is left as it was.
 func (d *Driver) Restore(ctx context.Context, name string, opts map[string]string, r io.Reader) (admin.Restored, error) {
 	if err := ValidateName(name); err != nil {
 		return admin.Restored{}, err
@@ -179,7 +179,7 @@ func (d *Driver) Restore(ctx context.Context, name string, opts map[string]strin
 	err = d.fill(ctx, name, func(dir string) error {
 		if existing {
 			if empty, err := emptyDir(dir); err != nil || !empty {
-				return cmpErr(err, errHoldsData(name))
+				return orErr(err, errHoldsData(name))
 			}
 		}
 		st, err = archive.Read(&ctxReader{ctx, r}, dir, archive.ReadOptions{})
@@ -221,7 +221,13 @@ func (d *Driver) restoreTarget(name string, opts map[string]string) (bool, error
 	if err != nil {
 		return false, err
 	}
-	return true, sameVolume(cur, typ, parsed)
+	if err := sameVolume(cur, typ, parsed); err != nil {
+		return false, err
+	}
+	if cur.Type == typeTmpfs && !cur.Mounted {
+		return false, fmt.Errorf("the tmpfs volume %s keeps nothing once the restore unmounts it: restore into it while a container uses it, or into another type (type=local, loop or crypt)", name)
+	}
+	return true, nil
 }
 
 // emptyDir reports whether dir holds no entries.
@@ -238,8 +244,8 @@ func emptyDir(dir string) (bool, error) {
 	return false, err
 }
 
-// cmpErr returns err if set, else alt.
-func cmpErr(err, alt error) error {
+// orErr returns err if set, else alt.
+func orErr(err, alt error) error {
 	if err != nil {
 		return err
 	}

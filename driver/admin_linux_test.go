@@ -146,6 +146,8 @@ func TestRestoreIntoExistingVolume(t *testing.T) {
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "tmp", Options: map[string]string{"type": "tmpfs"}}))
 	_, err = d.Restore(context.Background(), "tmp", local, bytes.NewReader(stream))
 	require.ErrorContains(t, err, "volume tmp exists with type=tmpfs, not type=local")
+	_, err = d.Restore(context.Background(), "tmp", map[string]string{"type": "tmpfs"}, bytes.NewReader(stream))
+	require.ErrorContains(t, err, "the tmpfs volume tmp keeps nothing once the restore unmounts it: restore into it while a container uses it")
 
 	_, err = d.Restore(context.Background(), "clone", map[string]string{"from": "src"}, bytes.NewReader(stream))
 	require.ErrorContains(t, err, "a restore takes the files from its stream; drop --opt from=")
