@@ -67,6 +67,10 @@ func (d *Driver) reconcile() error {
 			}
 			continue
 		}
+		if filling(v) {
+			d.undoFill(v, mounted, log)
+			continue
+		}
 		if d.adopt(v, mounted, log) {
 			changed = append(changed, v)
 		}
@@ -227,6 +231,7 @@ func (d *Driver) markCreateUndone(v *Volume) error {
 // says whether its record changed.
 func (d *Driver) adopt(v *Volume, mounted bool, log logrus.FieldLogger) bool {
 	before := v.clone()
+	dropViewLeases(v, log)
 	if v.BootID != "" && v.BootID != d.cfg.BootID {
 		if len(v.Leases) > 0 {
 			log.WithField("leases", len(v.Leases)).Info("dropping leases taken before the last reboot")

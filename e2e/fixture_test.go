@@ -27,6 +27,9 @@ type fixture struct {
 	keyDir string
 	// mountRoot is the host folder under which the driver's mounts appear.
 	mountRoot string
+	// socket is the host path of the plugin's socket, for holdfast's admin
+	// commands.
+	socket string
 	// restart restarts the plugin (not dockerd).
 	restart func(t *testing.T)
 	// logs returns the plugin's log so far.
@@ -222,6 +225,7 @@ func newManaged(t *testing.T) *fixture {
 		stateRoot: state,
 		keyDir:    keys,
 		mountRoot: filepath.Join(dockerRoot, "plugins", id, "propagated-mount"),
+		socket:    filepath.Join("/run/docker/plugins", id, "holdfast.sock"),
 	}
 	f.restart = func(t *testing.T) {
 		docker(t, "plugin", "disable", "-f", name)
@@ -289,6 +293,7 @@ func newLegacy(t *testing.T) *fixture {
 		stateRoot: root,
 		keyDir:    keys,
 		mountRoot: mounts,
+		socket:    l.socket,
 		logs: func() string {
 			b, _ := os.ReadFile(l.logPath)
 			return string(b)

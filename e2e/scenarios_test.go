@@ -26,6 +26,7 @@ var scenarios = []scenario{
 	{"labels", testLabels},
 	{"inspect", testInspect},
 	{"backup", testBackup},
+	{"move", testMove},
 	{"in-use-rm", testInUseRemove},
 	{"prune", testPrune},
 	{"tmpfs", testTmpfs},

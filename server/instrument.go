@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"net/http"
 	"sync"
 	"time"
 
@@ -23,6 +24,8 @@ type Instrumented struct {
 	d   volume.Driver
 	log logrus.FieldLogger
 	rec Recorder
+	// admin answers /Holdfast.* when set (see Admin).
+	admin http.Handler
 
 	mu       sync.Mutex
 	closing  bool

@@ -5,18 +5,20 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/holdfast/holdfast/internal/admin"
 )
 
 // closeGrace bounds how long Serve waits, once the driver is drained, for
 // handlers to write their answers.
 const closeGrace = 5 * time.Second
 
-// Serve answers the volume plugin protocol for d on l until ctx is done,
-// then stops accepting, waits for the requests in flight, lets their
-// answers be written, closes the connections dockerd keeps open and
-// returns.
+// Serve answers the volume plugin protocol (and the admin protocol, when
+// d has one: see Admin) for d on l until ctx is done, then stops
+// accepting, waits for the requests in flight, lets their answers be
+// written, closes the connections dockerd keeps open and returns.
 func Serve(ctx context.Context, l net.Listener, d *Instrumented) error {
-	srv := &http.Server{Handler: Handler(d, d.log)}
+	srv := &http.Server{Handler: d.routes(), ConnContext: admin.ConnContext}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	select {

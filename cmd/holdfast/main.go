@@ -43,6 +43,11 @@ type config struct {
 }
 
 func main() {
+	if len(os.Args) > 1 {
+		if _, ok := commands[os.Args[1]]; ok {
+			os.Exit(runCommand(os.Args[1], os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+		}
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -67,10 +72,15 @@ func parseFlags(args []string) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet("holdfast", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: holdfast [flags]\n\nholdfast is a Docker volume plugin. Every flag can also be set with the\nenvironment variable HOLDFAST_<FLAG> (upper case, - as _), e.g. HOLDFAST_ROOT.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: holdfast [flags]\n       holdfast COMMAND [flags] [args]\n\nholdfast is a Docker volume plugin. Every flag can also be set with the\nenvironment variable HOLDFAST_<FLAG> (upper case, - as _), e.g. HOLDFAST_ROOT.\n\nFlags:\n")
 		fs.PrintDefaults()
+		fmt.Fprintf(fs.Output(), "\nCommands (root only; each talks to the running holdfast over --socket):\n")
+		for _, n := range strings.Split(commandNames(), ", ") {
+			fmt.Fprintf(fs.Output(), "  %-40s %s\n", commands[n].usage, commands[n].about)
+		}
+		fmt.Fprintf(fs.Output(), "\n%s\n", managedSocketHelp)
 	}
-	fs.StringVar(&c.socket, "socket", "/run/docker/plugins/holdfast.sock", "Unix `path` of the plugin socket; dockerd finds the plugin by its file name")
+	fs.StringVar(&c.socket, "socket", defaultSocket, "Unix `path` of the plugin socket; dockerd finds the plugin by its file name")
 	fs.StringVar(&c.socketGroup, "socket-group", "root", "`group` (name or id) that owns the socket besides root")
 	fs.StringVar(&c.root, "root", "/var/lib/holdfast", "`directory` for the state database and volume data")
 	fs.StringVar(&c.mountRoot, "mount-root", "", "`directory` where volumes are mounted for Docker (default <root>/mounts); apart from --root and --key-dir otherwise")
@@ -87,7 +97,7 @@ func parseFlags(args []string) (*config, error) {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q; see holdfast --help", fs.Arg(0))
+		return nil, fmt.Errorf("unknown command %q: the commands are %s (holdfast COMMAND --help); with no command holdfast serves", fs.Arg(0), commandNames())
 	}
 	if err := applyEnv(fs); err != nil {
 		return nil, err
@@ -362,7 +372,7 @@ func run(c *config) error {
 		}()
 		log.WithField("address", ml.Addr().String()).Info("serving metrics at /metrics")
 	}
-	err = server.Serve(ctx, l, server.Instrument(d, log).Record(m))
+	err = server.Serve(ctx, l, server.Instrument(d, log).Record(m).Admin(d))
 	log.Info("shutting down; mounted volumes stay mounted")
 	return err
 }

@@ -264,7 +264,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"--nfs-timeout", "5m"}, "", "--nfs-timeout (HOLDFAST_NFS_TIMEOUT) 5m0s: want 1s to 100s"},
 		{nil, "HOLDFAST_NFS_TIMEOUT=soon", `HOLDFAST_NFS_TIMEOUT="soon"`},
 		{[]string{"--root", "/srv/hf", "--key-dir", "/srv/hf/keys"}, "", "is inside --root"},
-		{[]string{"extra"}, "", `unexpected argument "extra"`},
+		{[]string{"extra"}, "", `unknown command "extra": the commands are backup, leases, ls, release, restore`},
 		{[]string{"--metrics-addr", "9273"}, "", `--metrics-addr (HOLDFAST_METRICS_ADDR) "9273": want host:port such as 127.0.0.1:9273`},
 		{nil, "HOLDFAST_METRICS_ADDR=localhost", `--metrics-addr (HOLDFAST_METRICS_ADDR) "localhost": want host:port`},
 		{[]string{"--metrics-addr", "127.0.0.1:http"}, "", "want a port from 1 to 65535"},

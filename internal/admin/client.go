@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"syscall"
 )
 
 // Client talks the admin protocol to a holdfast daemon over its socket.
@@ -39,6 +40,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		return nil, err
 	}
 	resp, err := c.http.Do(req)
+	if errors.Is(err, syscall.EACCES) {
+		return nil, fmt.Errorf("reach the holdfast daemon at %s: %w: holdfast admin commands are for root only: run them with sudo", c.Socket, syscall.EACCES)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reach the holdfast daemon at %s (is it running? give its socket with --socket or HOLDFAST_SOCKET): %w", c.Socket, err)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast/holdfast/internal/treetest"
 )
 
 // rawStream builds a stream from headers as given (data for TypeReg is
@@ -132,7 +134,7 @@ func TestReadRefusesBadStreams(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			target := t.TempDir()
 			require.NoError(t, os.WriteFile(filepath.Join(target, "keep"), []byte("mine"), 0o600))
-			before := snapshot(t, target)
+			before := treetest.Snapshot(t, target)
 			_, err := Read(bytes.NewReader(tc.stream), target, ReadOptions{MaxFileSize: 1 << 40})
 			require.Error(t, err)
 			t.Log(err)
@@ -140,7 +142,7 @@ func TestReadRefusesBadStreams(t *testing.T) {
 			if tc.err != nil {
 				require.ErrorIs(t, err, tc.err)
 			}
-			requireSameTree(t, before, snapshot(t, target))
+			treetest.RequireSame(t, before, treetest.Snapshot(t, target))
 		})
 	}
 }

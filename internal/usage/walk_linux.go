@@ -79,7 +79,7 @@ func walk(ctx context.Context, root string, cfg Config, now func() time.Time) Re
 
 // open opens the root, counts it and notes its device and mount.
 func (w *walker) open(root string) error {
-	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openDir(unix.AT_FDCWD, root)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", root, err)
 	}
@@ -172,7 +172,7 @@ func (w *walker) visit(f *frame, name string) {
 		w.tooDeep++
 		return
 	}
-	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openDir(parent, name)
 	if err != nil {
 		if !errors.Is(err, unix.ENOENT) {
 			w.unreadable++
@@ -226,4 +226,16 @@ func (w *walker) closeAll() {
 		f.dir.Close()
 	}
 	w.stack = nil
+}
+
+// openDir opens the directory name in dirfd to read it, with O_NOATIME
+// where the kernel allows it (the owner, or CAP_FOWNER): measuring a
+// volume must not change the access times a backup keeps.
+func openDir(dirfd int, name string) (int, error) {
+	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(dirfd, name, flags|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EPERM) {
+		fd, err = unix.Openat(dirfd, name, flags, 0)
+	}
+	return fd, err
 }

@@ -229,6 +229,26 @@ func TestWalkCancelled(t *testing.T) {
 	assert.True(t, strings.Contains(r.Incomplete, "cancelled"), r.Incomplete)
 }
 
+// TestWalkKeepsAccessTimes: measuring a volume reads its directories
+// without changing their atimes (relatime would update an atime older than
+// a day), so a backup taken later keeps the times the files had.
+func TestWalkKeepsAccessTimes(t *testing.T) {
+	root := tmpfsDir(t)
+	writeFile(t, root+"/a/b/f", 1)
+	old := time.Date(1990, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, d := range []string{root + "/a/b", root + "/a", root} {
+		require.NoError(t, os.Chtimes(d, old, old))
+	}
+	r := walk(context.Background(), root, testCfg(), time.Now)
+	require.Empty(t, r.Err)
+	require.EqualValues(t, 4, r.Entries)
+	for _, d := range []string{root, root + "/a", root + "/a/b"} {
+		var st unix.Stat_t
+		require.NoError(t, unix.Stat(d, &st))
+		assert.Equal(t, old.Unix(), st.Atim.Sec, "atime of %s", d)
+	}
+}
+
 // BenchmarkWalkMillion walks a tree of a million empty files (built once,
 // about a minute): run with -bench WalkMillion -benchtime 3x.
 func BenchmarkWalkMillion(b *testing.B) {
