@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast/holdfast/internal/treetest"
+	"github.com/holdfast/holdfast/internal/volfs/volfstest"
 )
 
 // mountAs takes lease id on name and returns the mountpoint.
@@ -46,7 +47,7 @@ func requireNoVolume(t *testing.T, d *Driver, name string) {
 	t.Helper()
 	_, err := d.Get(&volume.GetRequest{Name: name})
 	require.ErrorIs(t, err, ErrNotFound, "a failed restore left volume %s", name)
-	d.WaitDeleted()
+	d.WaitPurged()
 	assert.NoDirExists(t, filepath.Join(d.cfg.Root, "volumes", name))
 	vols, err := d.store.All()
 	require.NoError(t, err)
@@ -62,7 +63,7 @@ func requireNoVolume(t *testing.T, d *Driver, name string) {
 // restores it into a new volume, with the source in use (a container's
 // lease on it: a live copy) and not (exact).
 func TestBackupRestoreRoundTrip(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts volumes and restores owners for real")
 	for _, tc := range []struct {
 		name  string
 		opts  map[string]string
@@ -117,7 +118,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 // TestRestoreIntoExistingVolume: an empty volume with the options given is
 // filled; one holding data, or with other options, is refused unchanged.
 func TestRestoreIntoExistingVolume(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts volumes and restores owners for real")
 	d := kernelDriver(t, t.TempDir())
 	local := map[string]string{"type": "local"}
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "src", Options: local}))
@@ -180,7 +181,7 @@ func rawStream(t *testing.T, hdrs ...*tar.Header) []byte {
 // TestRestoreRefusesBadStreams: every bad stream is refused with a clear
 // error and leaves no volume behind; the host outside it is untouched.
 func TestRestoreRefusesBadStreams(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts volumes and restores owners for real")
 	d := kernelDriver(t, t.TempDir())
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "src", Options: map[string]string{"type": "local"}}))
 	mp := mountAs(t, d, "src", "c1")
@@ -230,7 +231,7 @@ func TestRestoreRefusesBadStreams(t *testing.T) {
 // TestReleaseLeases: release drops a lease as dockerd's Unmount would, and
 // refuses what is not a lease and holdfast's own.
 func TestReleaseLeases(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts volumes and restores owners for real")
 	d := kernelDriver(t, t.TempDir())
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "vol", Options: map[string]string{"type": "local"}}))
 	mp := mountAs(t, d, "vol", "aaa")
@@ -289,7 +290,7 @@ func TestReleaseLeases(t *testing.T) {
 // volume from being removed, and is no mount dockerd owns: dockerd's
 // Unmount of its own last lease leaves the view's mount in place.
 func TestViewKeepsTheVolume(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts volumes and restores owners for real")
 	d := kernelDriver(t, t.TempDir())
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "vol", Options: map[string]string{"type": "local"}}))
 	mountAs(t, d, "vol", "c1")
@@ -307,7 +308,7 @@ func TestViewKeepsTheVolume(t *testing.T) {
 // TestStartupEndsOwnLeases: a view's lease left by a stopped holdfast is
 // dropped at the next start; a volume a restore was filling is removed.
 func TestStartupEndsOwnLeases(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts volumes and restores owners for real")
 	root := t.TempDir()
 	d := kernelDriver(t, root)
 	for _, n := range []string{"viewed", "filling", "used"} {
@@ -356,7 +357,7 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 // view (no lease, no mount left); a restore in progress holds its volume
 // (Remove and Release refuse), and one whose stream fails removes it.
 func TestAbandonedBackupAndRestore(t *testing.T) {
-	requireRoot(t)
+	volfstest.RequireRoot(t, "mounts volumes and restores owners for real")
 	d := kernelDriver(t, t.TempDir())
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "src", Options: map[string]string{"type": "local"}}))
 	mp := mountAs(t, d, "src", "c1")

@@ -60,7 +60,7 @@ func (d *Driver) undoFill(v *Volume, mounted bool, log logrus.FieldLogger) {
 		err = b.Unmount(ctx, v)
 	}
 	if err == nil {
-		err = d.completeRemove(ctx, b, v, false)
+		err = d.removeVolume(ctx, b, v, false)
 	}
 	if err != nil {
 		log.WithError(err).Errorf("the half-filled volume could not be removed; it stays out of service until docker volume rm %s, a create of it or holdfast's next start completes the removal", v.Name)

@@ -18,7 +18,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/driver/local"
 	"github.com/holdfast/holdfast/internal/admin"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // serveAdmin serves a driver with the admin protocol on a socket in a
@@ -30,10 +32,10 @@ func serveAdmin(t *testing.T) (string, *driver.Driver) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	require.NoError(t, os.Chmod(dir, 0o711))
 	log, _ := test.NewNullLogger()
-	m := driver.NewFakeMounter()
+	m := volfs.NewFakeMounter()
 	d, err := driver.New(driver.Config{
 		Root: filepath.Join(dir, "root"), MountRoot: filepath.Join(dir, "mnt"), Scope: "local",
-		BootID: "b", Mounter: m, Log: log, Backends: map[string]driver.Backend{"local": &driver.Local{Mounter: m}},
+		BootID: "b", Mounter: m, Log: log, Backends: map[string]driver.Backend{"local": local.New(m, nil)},
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { d.Close() })

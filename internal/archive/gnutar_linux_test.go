@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/treetest"
 )
 
 // writeStream writes a holdfast stream of src into a file and returns it.
@@ -57,7 +59,7 @@ func noPlaceholders(t *testing.T, root string) {
 func TestOtherTarsUnpackHoldfastSparseFiles(t *testing.T) {
 	requireRoot(t)
 	src := t.TempDir()
-	sparse := buildTree(t, src)
+	sparse := treetest.Build(t, src)
 	stream := writeStream(t, src)
 	for _, tt := range []struct {
 		tool string
