@@ -2,6 +2,7 @@ package nfs
 
 import (
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -104,4 +105,17 @@ func TestStatusOfUnmountedNFSHasNoExportFigures(t *testing.T) {
 	st := b.Status(v)
 	assert.NotContains(t, st, statExportSize)
 	assert.Equal(t, "/srv", st["export"])
+}
+
+// withoutExportFigures returns st without the export's figures, which
+// appear whenever the background statfs has answered: for tests comparing
+// the rest of a Status exactly.
+func withoutExportFigures(st map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range st {
+		if !strings.HasPrefix(k, "exportFilesystem") {
+			out[k] = v
+		}
+	}
+	return out
 }
