@@ -28,6 +28,7 @@ func (d *Driver) reconcile() error {
 	if err != nil {
 		return err
 	}
+	d.clearViews()
 	records := make(map[string]*Volume, len(vols))
 	for _, v := range vols {
 		d.setPaths(v)
@@ -226,6 +227,7 @@ func (d *Driver) undoIntent(v *Volume) error {
 // says whether its record changed.
 func (d *Driver) adopt(v *Volume, mounted bool, log logrus.FieldLogger) bool {
 	before := v.clone()
+	dropViewLeases(v)
 	if v.BootID != "" && v.BootID != d.cfg.BootID {
 		if len(v.Leases) > 0 {
 			log.WithField("leases", len(v.Leases)).Info("dropping leases taken before the last reboot")
