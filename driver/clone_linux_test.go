@@ -353,21 +353,35 @@ func TestViewInUseIsLive(t *testing.T) {
 }
 
 // TestViewStartupDropsLeftovers: a crash with a view open (its lease
-// committed, its filesystem frozen) is cleaned up at the next start.
+// committed, its filesystem frozen, or its snapshot mounted) is cleaned
+// up at the next start.
 func TestViewStartupDropsLeftovers(t *testing.T) {
-	r := newCloneRig(t, "ext4")
-	r.create("va", map[string]string{"type": "loop", "size": "32m"})
-	mp := r.mount("va", "vc")
-	v, err := r.d.OpenView(context.Background(), "va", true)
-	require.NoError(t, err)
-	assert.Equal(t, driver.NoteFrozen, v.Note)
-	// The crash: the process goes, nothing is closed.
-	r.restart()
-	require.NoError(t, writeSync(filepath.Join(mp, "after")), "thawed by the start")
-	assert.Equal(t, 1, r.status("va")["leases"], "the view's lease is dropped, the container's kept")
-	r.requireNoViews("va")
-	r.unmount("va", "vc")
-	require.NoError(t, r.d.Remove(&volume.RemoveRequest{Name: "va"}))
+	for _, tt := range []struct {
+		rootFS, note string
+		freeze       bool
+	}{{"ext4", driver.NoteFrozen, true}, {"xfs", "", false}} {
+		t.Run(tt.rootFS, func(t *testing.T) {
+			r := newCloneRig(t, tt.rootFS)
+			r.create("va", map[string]string{"type": "loop", "size": "32m"})
+			mp := r.mount("va", "vc")
+			v, err := r.d.OpenView(context.Background(), "va", tt.freeze)
+			require.NoError(t, err)
+			assert.Equal(t, tt.note, v.Note)
+			// The crash: the process goes, nothing is closed.
+			r.restart()
+			require.NoError(t, writeSync(filepath.Join(mp, "after")), "thawed by the start")
+			assert.Equal(t, 1, r.status("va")["leases"], "the view's lease is dropped, the container's kept")
+			r.requireNoViews("va")
+			r.unmount("va", "vc")
+			require.NoError(t, r.d.Remove(&volume.RemoveRequest{Name: "va"}))
+			loops, err := filepath.Glob("/sys/block/loop*/loop/backing_file")
+			require.NoError(t, err)
+			for _, l := range loops {
+				b, _ := os.ReadFile(l)
+				assert.NotContains(t, string(b), r.root, "no loop device left of the snapshot")
+			}
+		})
+	}
 }
 
 // TestPointInTimeView: a loop volume in use on an xfs --root is cloned
@@ -416,6 +430,7 @@ func TestFreezeFailureThaws(t *testing.T) {
 		freeze       bool
 	}{
 		{"xfs", "clone image", false},
+		{"xfs", "record freeze", false},
 		{"xfs", "attach snapshot", false},
 		{"xfs", "mount snapshot", false},
 		{"ext4", "frozen", true},

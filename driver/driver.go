@@ -287,6 +287,13 @@ func (d *Driver) create(b Backend, v *Volume) error {
 		err = d.store.Put(v)
 	}
 	if err != nil {
+		if v.Mounted {
+			// The copy of from= failed to unmount it: once more, as the
+			// removal needs it gone.
+			if uerr := d.unmount(ctx, b, v); uerr != nil {
+				err = errors.Join(err, uerr)
+			}
+		}
 		if derr := d.discard(ctx, b, v); derr != nil {
 			d.cfg.Log.WithError(derr).WithField("volume", v.Name).Error("a failed Create left storage behind; holdfast removes it at its next start, or before a volume of this name is created")
 		}

@@ -104,7 +104,15 @@ func (d *Driver) OpenView(ctx context.Context, name string, freeze bool) (*View,
 	if err != nil {
 		return nil, fmt.Errorf("open a view of %s: %w", name, err)
 	}
-	release := func() error { return d.Unmount(&volume.UnmountRequest{Name: name, ID: id}) }
+	release := func() error {
+		// Once more if it fails: the lease would keep the volume mounted
+		// and unremovable until the next start drops it.
+		err := d.Unmount(&volume.UnmountRequest{Name: name, ID: id})
+		if err != nil {
+			err = d.Unmount(&volume.UnmountRequest{Name: name, ID: id})
+		}
+		return err
+	}
 	// Leases taken after this point are containers the copy cannot see
 	// start: what is read may then change.
 	v, err = d.get(name)
@@ -149,11 +157,22 @@ func (d *Driver) viewInUse(ctx context.Context, b Backend, v *Volume, n string, 
 		return nil, RootFull(fmt.Errorf("make view directory: %w", err), v)
 	}
 	drop := func() error { return d.dropView(ctx, dir) }
+	// The snapshot freezes the filesystem for a moment: recorded first,
+	// so that start-up thaws it if holdfast dies meanwhile.
+	if err := d.recordFreeze(dir, s.FreezeDir(v)); err != nil {
+		return nil, errors.Join(err, drop())
+	}
 	files, err := s.Snapshot(ctx, v, dir)
+	if err == nil {
+		err = d.unrecordFreeze(dir)
+	}
 	if err == nil {
 		return &View{Dir: files, close: drop}, nil
 	}
 	if !errors.Is(err, ErrNoSnapshot) {
+		return nil, errors.Join(err, drop())
+	}
+	if err := d.unrecordFreeze(dir); err != nil {
 		return nil, errors.Join(err, drop())
 	}
 	d.cfg.Log.WithField("volume", v.Name).WithError(err).Debug("no point-in-time copy")
@@ -167,19 +186,22 @@ func (d *Driver) viewInUse(ctx context.Context, b Backend, v *Volume, n string, 
 	return &View{Dir: v.Mountpoint, Note: NoteFrozen, close: func() error { return errors.Join(thaw(), drop()) }}, nil
 }
 
-// freeze freezes the filesystem at fsDir until the returned func, after
-// recording it in the view's directory for start-up.
+// freeze freezes the filesystem at fsDir, after recording it in the view's
+// directory for start-up, until the returned func thaws it and drops the
+// record.
 func (d *Driver) freeze(viewDir, fsDir string) (func() error, error) {
-	err := d.step("record freeze")
-	if err == nil {
-		err = writeSynced(filepath.Join(viewDir, frozenFile), []byte(fsDir))
+	if err := d.recordFreeze(viewDir, fsDir); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("record the freeze: %w", err)
-	}
-	thaw, err := snapshot.Hold(fsDir, MaxFreeze)
+	hold, err := snapshot.Hold(fsDir, MaxFreeze)
 	if err != nil {
 		return nil, err
+	}
+	thaw := func() error {
+		if err := hold(); err != nil {
+			return err
+		}
+		return d.unrecordFreeze(viewDir)
 	}
 	if err := d.step("frozen"); err != nil {
 		return nil, errors.Join(err, thaw())
@@ -187,8 +209,31 @@ func (d *Driver) freeze(viewDir, fsDir string) (func() error, error) {
 	return thaw, nil
 }
 
+// recordFreeze records in viewDir, durably, that the filesystem at fsDir
+// is about to be frozen.
+func (d *Driver) recordFreeze(viewDir, fsDir string) error {
+	err := d.step("record freeze")
+	if err == nil {
+		err = writeSynced(filepath.Join(viewDir, frozenFile), []byte(fsDir))
+	}
+	if err != nil {
+		return fmt.Errorf("record the freeze: %w", err)
+	}
+	return nil
+}
+
+// unrecordFreeze drops the record, once the filesystem is thawed: a view
+// released later must not thaw what another froze since.
+func (d *Driver) unrecordFreeze(viewDir string) error {
+	if err := dropFile(filepath.Join(viewDir, frozenFile)); err != nil {
+		return fmt.Errorf("drop the record of a freeze: %w", err)
+	}
+	return nil
+}
+
 // dropView releases what a view made in dir and deletes it. A frozen
-// filesystem recorded there is thawed first.
+// filesystem still recorded there (a crash while it was frozen) is thawed
+// first.
 func (d *Driver) dropView(ctx context.Context, dir string) error {
 	var errs []error
 	if b, err := os.ReadFile(filepath.Join(dir, frozenFile)); err == nil {
