@@ -48,3 +48,24 @@ func TestStartUndoesAnInterruptedFrom(t *testing.T) {
 	require.NoError(t, d.Create(&volume.CreateRequest{Name: "half", Options: map[string]string{OptFrom: "src"}}), "the name can be used again")
 	require.NoError(t, d.Remove(&volume.RemoveRequest{Name: "src"}), "nothing holds the source")
 }
+
+// TestFill: fill mounts a volume under a view lease, lets fn write, and
+// unmounts it; a failing fn is answered and leaves no lease.
+func TestFill(t *testing.T) {
+	requireRoot(t)
+	d := kernelDriver(t, t.TempDir())
+	require.NoError(t, d.Create(&volume.CreateRequest{Name: "filled"}))
+	require.NoError(t, d.fill(context.Background(), "filled", func(dir string) error {
+		return os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o600)
+	}))
+	v, err := d.get("filled")
+	require.NoError(t, err)
+	assert.False(t, v.Mounted)
+	assert.Empty(t, v.Leases)
+	assert.FileExists(t, filepath.Join(v.Dir, "data", "f"))
+	err = d.fill(context.Background(), "filled", func(string) error { return os.ErrPermission })
+	assert.ErrorIs(t, err, os.ErrPermission)
+	v, err = d.get("filled")
+	require.NoError(t, err)
+	assert.Empty(t, v.Leases)
+}
