@@ -119,7 +119,7 @@ func (d *Driver) copyTree(ctx context.Context, src, dst string, v *Volume) error
 	pr.CloseWithError(io.ErrClosedPipe)
 	werr := <-wrote
 	if rerr != nil {
-		if errors.Is(rerr, unix.ENOSPC) {
+		if _, sized := v.Options["size"]; sized && errors.Is(rerr, unix.ENOSPC) {
 			return fmt.Errorf("copy into the new volume: %w (give it a size= large enough for the source's files)", rerr)
 		}
 		if werr != nil && !errors.Is(werr, io.ErrClosedPipe) {
