@@ -841,4 +841,15 @@ func testFrom(t *testing.T, f *fixture) {
 	if !strings.Contains(out, "no such volume") {
 		t.Errorf("from= of a missing volume: %s", out)
 	}
+
+	// compose driver_opts, the source in use.
+	p := f.name("from-compose")
+	env := []string{"FROM_SOURCE=" + src}
+	dropinDown(t, "from.yaml", p, f.driver, env)
+	dropinCompose(t, "from.yaml", p, f.driver, env, "up", "-d")
+	copied := p + "_copy"
+	wantStatus(t, copied, "from", src, "type", "loop")
+	if got := runC(t, []string{"-v", copied + ":/data"}, "cat", "/data/f", "/data/later"); got != "one\nlater" {
+		t.Errorf("the compose volume made from %s holds %q", src, got)
+	}
 }
