@@ -140,9 +140,9 @@ func (r *cloneRig) requireNoViews(names ...string) {
 // mountFS mounts a fresh loop-backed filesystem for the test.
 func mountFS(t *testing.T, fs string) string {
 	t.Helper()
-	mkfs := map[string][]string{"ext4": {"mkfs.ext4", "-q", "-F"}, "xfs": {"mkfs.xfs", "-q", "-f"}}[fs]
+	mkfs := map[string][]string{"ext4": {"mkfs.ext4", "-q", "-F"}, "xfs": {"mkfs.xfs", "-q", "-f"}, "btrfs": {"mkfs.btrfs", "-q", "-f"}}[fs]
 	if _, err := exec.LookPath(mkfs[0]); err != nil {
-		t.Fatalf("%s is not installed (Debian: apt-get install xfsprogs): the point-in-time tests need an xfs --root", mkfs[0])
+		t.Fatalf("%s is not installed (Debian: apt-get install xfsprogs btrfs-progs): the point-in-time tests need an xfs and a btrfs --root", mkfs[0])
 	}
 	dir := t.TempDir()
 	img := filepath.Join(dir, "img")
@@ -384,13 +384,14 @@ func TestViewStartupDropsLeftovers(t *testing.T) {
 	}
 }
 
-// TestPointInTimeView: a loop volume in use on an xfs --root is cloned
-// by reflink while frozen: what is written after the view opened is not
+// TestPointInTimeView: a loop volume in use on an xfs or btrfs --root is
+// cloned by reflink while frozen: what is written after the view opened is not
 // in it, and nothing is left after Close.
 func TestPointInTimeView(t *testing.T) {
-	for _, fs := range []string{"ext4", "xfs"} {
-		t.Run("volume "+fs, func(t *testing.T) {
-			r := newCloneRig(t, "xfs")
+	for _, tt := range []struct{ rootFS, fs string }{{"xfs", "ext4"}, {"xfs", "xfs"}, {"btrfs", "ext4"}} {
+		fs := tt.fs
+		t.Run("root "+tt.rootFS+"/volume "+fs, func(t *testing.T) {
+			r := newCloneRig(t, tt.rootFS)
 			size := "64m"
 			if fs == "xfs" {
 				size = "300m"
