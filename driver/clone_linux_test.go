@@ -82,7 +82,7 @@ func (r *cloneRig) start() {
 			"tmpfs": &driver.Tmpfs{Mounter: m, DefaultSize: "64m"},
 			"loop":  &loop.Backend{Mounter: m, Faults: r.faults},
 			"crypt": &crypt.Backend{Mounter: m, KeyDir: r.keyDir, Faults: r.faults},
-			"bind":  &driver.Bind{Mounter: m},
+			"bind":  &driver.Bind{Mounter: m, Allowed: []string{"/"}},
 		},
 	})
 	require.NoError(r.t, err)
@@ -175,6 +175,7 @@ func TestFromEveryType(t *testing.T) {
 		{name: "loop to crypt", src: map[string]string{"type": "loop", "size": "64m"}, dst: map[string]string{"type": "crypt", "size": "64m", "engine": "fscrypt"}},
 		{name: "crypt to local", src: map[string]string{"type": "crypt", "size": "64m", "engine": "fscrypt"}, dst: map[string]string{"type": "local", "uid": "4321", "mode": "0700"}},
 		{name: "local to loop", src: map[string]string{}, dst: map[string]string{"type": "loop", "size": "64m"}},
+		{name: "bind to local", src: map[string]string{"type": "bind"}, dst: map[string]string{}},
 	} {
 		for _, inUse := range []bool{false, true} {
 			if !inUse && tt.notUnused {
@@ -182,6 +183,9 @@ func TestFromEveryType(t *testing.T) {
 			}
 			t.Run(fmt.Sprintf("%s/in use %v", tt.name, inUse), func(t *testing.T) {
 				r := newCloneRig(t, "")
+				if tt.src["type"] == "bind" {
+					tt.src = map[string]string{"type": "bind", "device": t.TempDir()}
+				}
 				r.create("src", tt.src)
 				mp := r.mount("src", "vc")
 				treetest.Build(t, mp)
@@ -230,9 +234,9 @@ func TestFromBadInput(t *testing.T) {
 	}{
 		{"vc", map[string]string{"from": "nope"}, "from=nope: no such volume"},
 		{"vc", map[string]string{"from": "vc"}, "cannot be made from itself"},
-		{"vc", map[string]string{"from": "../x"}, "from="},
+		{"vc", map[string]string{"from": "../x"}, `invalid option from="../x": invalid volume name`},
 		{"vc", map[string]string{"from": "va", "type": "tmpfs"}, "a tmpfs volume starts empty"},
-		{"vc", map[string]string{"from": "va", "type": "none", "o": "bind", "device": t.TempDir()}, "bind volume"},
+		{"vc", map[string]string{"from": "va", "type": "none", "o": "bind", "device": t.TempDir()}, "a bind volume shows a host directory that already holds its files, and holdfast never writes into it"},
 		{"vb", map[string]string{"from": "va"}, "exists with other options (from: existing unset, requested \"va\")"},
 	} {
 		err := r.d.Create(&volume.CreateRequest{Name: tt.name, Options: tt.opts})
