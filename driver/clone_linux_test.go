@@ -485,6 +485,29 @@ func TestFreezeHoldsWriters(t *testing.T) {
 	r.requireNoViews("va")
 }
 
+// TestTwoFreezes: a second view held frozen while one is fails with
+// what to do, and leaves the first one's freeze alone.
+func TestTwoFreezes(t *testing.T) {
+	r := newCloneRig(t, "ext4")
+	r.create("va", map[string]string{"type": "loop", "size": "32m"})
+	mp := r.mount("va", "vc")
+	v1, err := r.d.OpenView(context.Background(), "va", true)
+	require.NoError(t, err)
+	_, err = r.d.OpenView(context.Background(), "va", true)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "frozen already")
+	done := make(chan error, 1)
+	go func() { done <- writeSync(filepath.Join(mp, "w")) }()
+	select {
+	case err := <-done:
+		t.Fatalf("the failed second view thawed the first one's freeze (write: %v)", err)
+	case <-time.After(2 * time.Second):
+	}
+	require.NoError(t, v1.Close())
+	require.NoError(t, <-done)
+	r.requireNoViews("va")
+}
+
 // TestFromInterruptedIsUndone: a crash while a Create with from= copies
 // (its create intent written, the new volume mounted and half filled)
 // leaves no volume after the next start.

@@ -156,7 +156,7 @@ func (d *Driver) viewInUse(ctx context.Context, b Backend, v *Volume, n string, 
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, RootFull(fmt.Errorf("make view directory: %w", err), v)
 	}
-	drop := func() error { return d.dropView(ctx, dir) }
+	drop := func() error { return d.dropView(ctx, dir, false) }
 	// The snapshot freezes the filesystem for a moment: recorded first,
 	// so that start-up thaws it if holdfast dies meanwhile.
 	if err := d.recordFreeze(dir, s.FreezeDir(v)); err != nil {
@@ -231,12 +231,13 @@ func (d *Driver) unrecordFreeze(viewDir string) error {
 	return nil
 }
 
-// dropView releases what a view made in dir and deletes it. A frozen
-// filesystem still recorded there (a crash while it was frozen) is thawed
-// first.
-func (d *Driver) dropView(ctx context.Context, dir string) error {
+// dropView releases what a view made in dir and deletes it. After a
+// crash (crashed), a frozen filesystem still recorded there is thawed
+// first; a running view thaws what it froze itself, and must not thaw a
+// freeze that failed because another view holds one.
+func (d *Driver) dropView(ctx context.Context, dir string, crashed bool) error {
 	var errs []error
-	if b, err := os.ReadFile(filepath.Join(dir, frozenFile)); err == nil {
+	if b, err := os.ReadFile(filepath.Join(dir, frozenFile)); err == nil && crashed {
 		errs = append(errs, snapshot.Thaw(string(b)))
 	}
 	for _, b := range d.cfg.Backends {
@@ -271,7 +272,7 @@ func (d *Driver) clearViews() {
 	for _, ent := range ents {
 		dir := filepath.Join(d.viewsDir(), ent.Name())
 		d.cfg.Log.WithField("path", dir).Warn("releasing a view a crash left (a backup or a copy of a Create with from=)")
-		if err := d.dropView(ctx, dir); err != nil {
+		if err := d.dropView(ctx, dir, true); err != nil {
 			d.cfg.Log.WithError(err).Error("a view is left in place; holdfast retries at its next start")
 		}
 	}

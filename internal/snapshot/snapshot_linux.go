@@ -29,7 +29,13 @@ var ErrNoReflink = errors.New("no reflink (FICLONE) support")
 // Freeze freezes the filesystem mounted at or holding dir: writes to it
 // block until Thaw. A frozen filesystem stays frozen when the process
 // dies; callers must thaw it, and record that they froze it.
-func Freeze(dir string) error { return fsIoctl(dir, fiFreeze, "freeze") }
+func Freeze(dir string) error {
+	err := fsIoctl(dir, fiFreeze, "freeze")
+	if errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("%w (it is frozen already: by another copy held frozen, or fsfreeze; try again once that ends)", err)
+	}
+	return err
+}
 
 // Thaw thaws the filesystem at dir. A filesystem that is not frozen is
 // fine (EINVAL).

@@ -130,6 +130,7 @@ func TestFreezeErrors(t *testing.T) {
 	require.NoError(t, Freeze(mnt))
 	err := Freeze(mnt)
 	assert.True(t, errors.Is(err, unix.EBUSY), "a second freeze is EBUSY: %v", err)
+	assert.Contains(t, err.Error(), "frozen already")
 	require.NoError(t, Thaw(mnt))
 }
 
