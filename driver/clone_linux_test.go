@@ -199,6 +199,11 @@ func TestFromEveryType(t *testing.T) {
 				}
 				r.create("dst", opts)
 				assert.Equal(t, "src", r.status("dst")["from"], "Status says where the files came from")
+				wantCopy := "exact"
+				if inUse {
+					wantCopy = driver.NoteLive
+				}
+				assert.Equal(t, wantCopy, r.status("dst")["fromCopy"], "and how consistent the copy is")
 				assert.Equal(t, false, r.status("dst")["mounted"], "the copy is unmounted before Create answers")
 				got := r.mount("dst", "d")
 				treetest.RequireSame(t, want, treetest.Snapshot(t, got))
@@ -418,6 +423,7 @@ func TestPointInTimeView(t *testing.T) {
 
 			// from= of a volume in use is point-in-time too.
 			r.create("vb", map[string]string{"from": "va"})
+			assert.Equal(t, "exact", r.status("vb")["fromCopy"])
 			got := r.mount("vb", "d")
 			b, err = os.ReadFile(filepath.Join(got, "before"))
 			require.NoError(t, err)

@@ -487,6 +487,7 @@ func (d *Driver) status(v *Volume) map[string]any {
 	}
 	if from, ok := v.Options[OptFrom]; ok {
 		st[OptFrom] = from
+		st["fromCopy"] = v.Info[infoFromCopy]
 	}
 	if b, ok := d.cfg.Backends[v.Type]; ok {
 		maps.Copy(st, b.Status(v))

@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,11 @@ import (
 
 	"github.com/holdfast/holdfast/internal/archive"
 )
+
+// infoFromCopy is the Info key that keeps how consistent the copy of
+// from= was: "exact", or the view's Note (a live copy). Status shows it as
+// fromCopy.
+const infoFromCopy = "holdfast.fromCopy"
 
 // OptFrom is the Create option that fills a new volume with a copy of
 // another volume's files: --opt from=SOURCE.
@@ -70,6 +76,10 @@ func (d *Driver) copyFrom(ctx context.Context, b Backend, v *Volume) error {
 	if view.Note != "" {
 		log.Warn("copying " + view.Note)
 	}
+	if v.Info == nil {
+		v.Info = map[string]string{}
+	}
+	v.Info[infoFromCopy] = cmp.Or(view.Note, "exact")
 	err = d.fillNew(ctx, b, v, func(dir string) error { return d.copyTree(ctx, view.Dir, dir, v) })
 	if cerr := view.Close(); cerr != nil {
 		log.WithError(cerr).Error("the view of the source was not released cleanly")
