@@ -808,7 +808,7 @@ func testFrom(t *testing.T, f *fixture) {
 		"echo one > /data/f && mkdir /data/d && echo two > /data/d/g && chown -R 1234:5678 /data/d && chmod 0710 /data/d && "+
 			"dd if=/dev/zero of=/data/sparse bs=1 count=1 seek=104857599 2>/dev/null")
 	cp := f.volume(t, "from-copy", "--opt", "from="+src)
-	wantStatus(t, cp, "from", src, "mounted", "false", "leases", "0")
+	wantStatus(t, cp, "from", src, "fromCopy", "exact", "mounted", "false", "leases", "0")
 	wantStatus(t, src, "mounted", "false", "leases", "0")
 	check := "cat /data/f /data/d/g && stat -c '%u:%g %a' /data/d && stat -c '%s' /data/sparse && du -k /data/sparse | cut -f1"
 	got := runC(t, []string{"-v", cp + ":/data"}, "sh", "-c", check)
