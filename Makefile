@@ -9,8 +9,9 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin/holdfast
 
 # Debian packages holdfast and its host tests use: mkfs for crypt volumes,
-# cryptsetup where the kernel has dm-crypt, losetup for the tests.
-HOST_PKGS := e2fsprogs xfsprogs cryptsetup-bin util-linux kmod
+# cryptsetup where the kernel has dm-crypt, losetup for the tests, btrfs-progs
+# for the point-in-time tests on a btrfs --root.
+HOST_PKGS := e2fsprogs xfsprogs btrfs-progs cryptsetup-bin util-linux kmod
 
 # Packages whose tests need dm-crypt, the kernel NFS client disk quotas or
 # Debian's own kernel (loopdev's interrupted allocation): they run as root in a qemu

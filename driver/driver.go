@@ -70,6 +70,8 @@ type Driver struct {
 	purging sync.WaitGroup
 	// trashed numbers the entries moved to the trash by this process.
 	trashed atomic.Uint64
+	// views numbers the views opened by this process (OpenView).
+	views atomic.Uint64
 	// measures holds the last sample of each volume's size and usage.
 	measures map[string]Measure
 	// sampling runs sample until stopSampling is closed.
@@ -94,7 +96,7 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.MountRoot, err = volfs.PrivateDir(cfg.MountRoot, "--mount-root", cfg.Log); err != nil {
 		return nil, err
 	}
-	for _, dir := range []string{"volumes", "trash"} {
+	for _, dir := range []string{"volumes", "trash", "views"} {
 		if _, err := volfs.PrivateDir(filepath.Join(cfg.Root, dir), "--root", cfg.Log); err != nil {
 			return nil, err
 		}
@@ -147,12 +149,18 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	defer e.op.Unlock()
 	if cur := d.record(e); cur != nil {
 		if cur.Phase != PhaseRemoving {
-			return sameVolume(cur, typ, opts)
+			return sameVolume(cur, typ, requested(opts))
 		}
 		if err := d.resumeRemove(cur); err != nil {
 			return fmt.Errorf("an earlier volume %s is still being removed and its removal failed again: %w", cur.Name, err)
 		}
 		d.setRecord(e, nil)
+	}
+	if from, ok := opts[OptFrom]; ok {
+		if err := d.checkSource(req.Name, from); err != nil {
+			d.drop(req.Name, e)
+			return err
+		}
 	}
 	v := d.newVolume(req.Name, typ, opts)
 	if err := d.create(b, v); err != nil {
@@ -186,22 +194,34 @@ func (d *Driver) lockEntry(name string) *entry {
 	}
 }
 
-// parse splits off the type and checks the options against its backend.
+// parse splits off the type and from=, and checks the other options
+// against the type's backend.
 func (d *Driver) parse(raw map[string]string) (string, Backend, map[string]string, error) {
 	typ := DefaultType
+	from, hasFrom := "", false
 	rest := make(map[string]string, len(raw))
 	for k, v := range raw {
-		if k == "type" {
+		switch k {
+		case "type":
 			typ = CanonType(v)
-			continue
+		case OptFrom:
+			from, hasFrom = v, true
+		default:
+			rest[k] = v
 		}
-		rest[k] = v
 	}
 	b, ok := d.cfg.Backends[typ]
 	if !ok {
 		return "", nil, nil, unknownType(typ, rest, slices.Sorted(maps.Keys(d.cfg.Backends)))
 	}
 	opts, err := b.Parse(rest)
+	if err == nil && hasFrom {
+		err = checkFrom(typ, from)
+		if opts == nil {
+			opts = map[string]string{}
+		}
+		opts[OptFrom] = from
+	}
 	return typ, b, opts, err
 }
 
@@ -248,6 +268,9 @@ func (d *Driver) create(b Backend, v *Volume) error {
 	if err == nil {
 		err = b.Create(ctx, v)
 	}
+	if err == nil && v.Options[OptFrom] != "" {
+		err = d.copyFrom(ctx, b, v)
+	}
 	// What the backend made, and the volume's directory itself, must be
 	// durable before the commit: a power cut after it would otherwise
 	// leave a record whose directory is gone.
@@ -262,6 +285,13 @@ func (d *Driver) create(b Backend, v *Volume) error {
 		err = d.store.Put(v)
 	}
 	if err != nil {
+		if v.Mounted {
+			// The copy of from= failed to unmount it: once more, as the
+			// removal needs it gone.
+			if uerr := d.unmount(ctx, b, v); uerr != nil {
+				err = errors.Join(err, uerr)
+			}
+		}
 		if derr := d.removeStorage(ctx, b, v); derr != nil {
 			d.cfg.Log.WithError(derr).WithField("volume", v.Name).Error("a failed Create left storage behind; holdfast removes it at its next start, or before a volume of this name is created")
 		}
@@ -452,6 +482,10 @@ func (d *Driver) status(v *Volume) map[string]any {
 		"type":    v.Type,
 		"mounted": v.Mounted,
 		"leases":  len(v.Leases),
+	}
+	if from, ok := v.Options[OptFrom]; ok {
+		st[OptFrom] = from
+		st["fromCopy"] = v.Info[infoFromCopy]
 	}
 	if b, ok := d.cfg.Backends[v.Type]; ok {
 		maps.Copy(st, b.Status(v))

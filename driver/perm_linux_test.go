@@ -35,7 +35,7 @@ func TestNewCreatesPrivateDirs(t *testing.T) {
 		Backends: map[string]Backend{}, Log: log})
 	require.NoError(t, err)
 	defer d.Close()
-	for _, dir := range []string{root, mountRoot, filepath.Join(root, "volumes"), filepath.Join(root, "trash")} {
+	for _, dir := range []string{root, mountRoot, filepath.Join(root, "volumes"), filepath.Join(root, "trash"), filepath.Join(root, "views")} {
 		assert.Equal(t, os.FileMode(0o700), volfstest.Mode(t, dir), dir)
 	}
 	assert.Equal(t, os.FileMode(0o600), volfstest.Mode(t, filepath.Join(root, "holdfast.db")))
@@ -48,7 +48,7 @@ func TestNewCreatesPrivateDirs(t *testing.T) {
 func TestNewCorrectsLooseDirs(t *testing.T) {
 	base := t.TempDir()
 	root, mountRoot := filepath.Join(base, "root"), filepath.Join(base, "mnt")
-	dirs := []string{root, mountRoot, filepath.Join(root, "volumes"), filepath.Join(root, "trash")}
+	dirs := []string{root, mountRoot, filepath.Join(root, "volumes"), filepath.Join(root, "trash"), filepath.Join(root, "views")}
 	for _, dir := range dirs {
 		require.NoError(t, os.MkdirAll(dir, 0o755))
 		require.NoError(t, os.Chmod(dir, 0o755))

@@ -29,6 +29,7 @@ func (d *Driver) reconcile() error {
 	if err != nil {
 		return err
 	}
+	d.clearViews()
 	records := make(map[string]*Volume, len(vols))
 	for _, v := range vols {
 		d.setPaths(v)

@@ -33,6 +33,9 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 		d.drop(v.Name, e)
 		return nil
 	}
+	if len(v.Leases) > 0 && !inUse(v) {
+		return errorf(ErrInUse, "volume %s is being read by holdfast (a backup, or a Create with from=%s); remove it when that ends", v.Name, v.Name)
+	}
 	if n := len(v.Leases); n > 0 {
 		return errorf(ErrInUse, "volume %s is in use by %d mounts; stop the containers using it first", v.Name, n)
 	}

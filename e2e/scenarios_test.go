@@ -27,6 +27,7 @@ var scenarios = []scenario{
 	{"inspect", testInspect},
 	{"backup", testBackup},
 	{"move", testMove},
+	{"from", testFrom},
 	{"in-use-rm", testInUseRemove},
 	{"prune", testPrune},
 	{"tmpfs", testTmpfs},
@@ -795,5 +796,61 @@ func testSwarm(t *testing.T, f *fixture) {
 	wantStatus(t, vol, "type", "local", "mounted", "true", "leases", "1")
 	if got := docker(t, "exec", c, "stat", "-c", "%g %a", "/data"); got != "1000 770" {
 		t.Errorf("stack volume root %q, want gid 1000 mode 770", got)
+	}
+}
+
+// A volume created with --opt from= holds a copy of another volume's
+// files (owners, modes, a sparse file) as they were at the create, the
+// source in use or not; the same create again copies nothing, and a
+// source being copied from cannot be removed while a container uses it.
+func testFrom(t *testing.T, f *fixture) {
+	src := f.volume(t, "from-src")
+	runC(t, []string{"-v", src + ":/data"}, "sh", "-c",
+		"echo one > /data/f && mkdir /data/d && echo two > /data/d/g && chown -R 1234:5678 /data/d && chmod 0710 /data/d && "+
+			"dd if=/dev/zero of=/data/sparse bs=1 count=1 seek=104857599 2>/dev/null")
+	cp := f.volume(t, "from-copy", "--opt", "from="+src)
+	wantStatus(t, cp, "from", src, "fromCopy", "exact", "mounted", "false", "leases", "0")
+	wantStatus(t, src, "mounted", "false", "leases", "0")
+	check := "cat /data/f /data/d/g && stat -c '%u:%g %a' /data/d && stat -c '%s' /data/sparse && du -k /data/sparse | cut -f1"
+	got := runC(t, []string{"-v", cp + ":/data"}, "sh", "-c", check)
+	if want := "one\ntwo\n1234:5678 710\n104857600"; !strings.HasPrefix(got, want) {
+		t.Errorf("the copy holds %q, want it to start with %q", got, want)
+	}
+	if lines := strings.Split(got, "\n"); len(lines) != 5 || len(lines[4]) > 3 {
+		t.Errorf("the 100 MiB sparse file is not sparse in the copy: du -k says %q", got)
+	}
+
+	// The source in use: a copy of what it held at the create.
+	keeper := startC(t, f.name("from-keeper"), []string{"-v", src + ":/data"}, "sh", "-c", "echo three > /data/h && exec sleep 3600")
+	eventually(t, 10*time.Second, "the keeper wrote its file", func() error {
+		if got := execC(t, keeper, "cat", "/data/h"); got != "three" {
+			return fmt.Errorf("read %q", got)
+		}
+		return nil
+	})
+	live := f.volume(t, "from-live", "--opt", "type=loop", "--opt", "size=32m", "--opt", "from="+src)
+	if got := runC(t, []string{"-v", live + ":/data"}, "cat", "/data/h", "/data/f"); got != "three\none" {
+		t.Errorf("a copy of a volume in use holds %q, want its files", got)
+	}
+	wantStatus(t, src, "mounted", "true", "leases", "1")
+	execC(t, keeper, "sh", "-c", "echo later > /data/later")
+	docker(t, "volume", "create", "--driver", f.driver, "--opt", "type=loop", "--opt", "size=32m", "--opt", "from="+src, live)
+	if got := runC(t, []string{"-v", live + ":/data"}, "ls", "/data"); strings.Contains(got, "later") {
+		t.Errorf("the same create again copied the source again: %q", got)
+	}
+	out := dockerFails(t, "volume", "create", "--driver", f.driver, "--opt", "from="+f.name("nope"), f.name("from-bad"))
+	if !strings.Contains(out, "no such volume") {
+		t.Errorf("from= of a missing volume: %s", out)
+	}
+
+	// compose driver_opts, the source in use.
+	p := f.name("from-compose")
+	env := []string{"FROM_SOURCE=" + src}
+	dropinDown(t, "from.yaml", p, f.driver, env)
+	dropinCompose(t, "from.yaml", p, f.driver, env, "up", "-d")
+	copied := p + "_copy"
+	wantStatus(t, copied, "from", src, "type", "loop")
+	if got := runC(t, []string{"-v", copied + ":/data"}, "cat", "/data/f", "/data/later"); got != "one\nlater" {
+		t.Errorf("the compose volume made from %s holds %q", src, got)
 	}
 }

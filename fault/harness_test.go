@@ -688,7 +688,7 @@ func (p *plugin) rootProblems(want map[string]volState) []string {
 	var probs []string
 	// trash holds removed volumes' directories while they are deleted,
 	// in the background after Remove and at start-up: it empties itself.
-	top := []string{"holdfast.db", "volumes", "trash"}
+	top := []string{"holdfast.db", "volumes", "trash", "views"}
 	if filepath.Dir(p.mountRoot) == p.root {
 		top = append(top, filepath.Base(p.mountRoot))
 	}
@@ -696,6 +696,7 @@ func (p *plugin) rootProblems(want map[string]volState) []string {
 	probs = append(probs, unexpectedEntries(filepath.Join(p.root, "volumes"), func(n string) bool { _, ok := want[n]; return ok })...)
 	probs = append(probs, unexpectedEntries(p.mountRoot, func(n string) bool { _, ok := want[n]; return ok })...)
 	probs = append(probs, unexpectedEntries(filepath.Join(p.root, "trash"), func(string) bool { return false })...)
+	probs = append(probs, unexpectedEntries(filepath.Join(p.root, "views"), func(string) bool { return false })...)
 	for name, s := range want {
 		files := volumeFiles[s.typ]
 		dir := p.volDir(name)

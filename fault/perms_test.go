@@ -236,6 +236,7 @@ func lockedOut(t *testing.T, p *plugin, tc typeCase) {
 		{p.root, dirPath, ""},
 		{filepath.Join(p.root, "volumes"), dirPath, ""},
 		{filepath.Join(p.root, "trash"), dirPath, ""},
+		{filepath.Join(p.root, "views"), dirPath, ""},
 		{filepath.Join(p.root, "holdfast.db"), filePath, ""},
 		{volDir, dirPath, ""},
 		{p.mountRoot, dirPath, ""},

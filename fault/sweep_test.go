@@ -25,10 +25,10 @@ func TestFailureSweep(t *testing.T) {
 	requireRoot(t)
 	n := sweep.Run(t, sweep.Config{
 		Types: []sweep.Type{
-			{Label: "local", Opts: map[string]string{"type": "local", "uid": "1000", "mode": "0750"}, Keeps: true},
+			{Label: "local", Opts: map[string]string{"type": "local", "uid": "1000", "mode": "0750"}, Keeps: true, From: true},
 			{Label: "tmpfs", Opts: map[string]string{"type": "tmpfs", "size": "8m"}},
-			{Label: "crypt-fscrypt", Opts: map[string]string{"type": "crypt", "size": "32m", "engine": "fscrypt"}, Keeps: true},
-			{Label: "loop", Opts: map[string]string{"type": "loop", "size": "16m", "uid": "1000", "mode": "0750"}, Keeps: true},
+			{Label: "crypt-fscrypt", Opts: map[string]string{"type": "crypt", "size": "32m", "engine": "fscrypt"}, Keeps: true, From: true},
+			{Label: "loop", Opts: map[string]string{"type": "loop", "size": "16m", "uid": "1000", "mode": "0750"}, Keeps: true, From: true},
 		},
 		New:  newSweptDriver,
 		Full: os.Getenv("HOLDFAST_SOAK") == "1",

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/holdfast/holdfast/driver"
+	"github.com/holdfast/holdfast/driver/local"
 	"github.com/holdfast/holdfast/internal/failpoint"
 	"github.com/holdfast/holdfast/internal/guest"
 	"github.com/holdfast/holdfast/internal/sweep"
@@ -30,7 +31,7 @@ func TestLUKSFailureSweep(t *testing.T) {
 	full := os.Getenv("HOLDFAST_SOAK") == "1"
 	cases := sweep.RunCases(t, sweep.Config{
 		Types: []sweep.Type{
-			{Label: "crypt-luks", Opts: map[string]string{"type": "crypt", "size": "32m", "engine": "luks", "uid": "1000", "mode": "0750"}, Keeps: true},
+			{Label: "crypt-luks", Opts: map[string]string{"type": "crypt", "size": "32m", "engine": "luks", "uid": "1000", "mode": "0750"}, Keeps: true, From: true},
 		},
 		New:  newSweptLUKS,
 		Full: full,
@@ -49,6 +50,7 @@ func TestLUKSFailureSweep(t *testing.T) {
 	}
 	for op, steps := range map[string][]string{
 		"create":       {"cryptsetup luksFormat", "cryptsetup open", "cryptsetup close"},
+		"create from":  {"cryptsetup luksFormat", "cryptsetup open", "cryptsetup close"},
 		"mount":        {"cryptsetup open"},
 		"unmount last": {"cryptsetup close"},
 		"remove":       {"delete key"},
@@ -62,8 +64,8 @@ func TestLUKSFailureSweep(t *testing.T) {
 	}
 }
 
-// newSweptLUKS is holdfast's driver with the crypt backend, each step going
-// through faults.
+// newSweptLUKS is holdfast's driver with the crypt backend (and local, the
+// type of the sweep's from= source), each step going through faults.
 func newSweptLUKS(t *testing.T, dirs sweep.Dirs, faults *failpoint.Set, boot string) (*driver.Driver, error) {
 	log := logrus.New()
 	log.SetOutput(testLog{t})
@@ -73,6 +75,7 @@ func newSweptLUKS(t *testing.T, dirs sweep.Dirs, faults *failpoint.Set, boot str
 		Mounter: m, Log: log, Faults: faults,
 		Backends: map[string]driver.Backend{
 			"crypt": &Backend{Mounter: m, KeyDir: dirs.KeyDir, Faults: faults},
+			"local": &local.Backend{Mounter: m, Faults: faults},
 		},
 	})
 }

@@ -359,9 +359,10 @@ func checkGone(pt paths, name string) error {
 // listed volumes once holdfast has started and cleaned up.
 func checkNothingElse(pt paths, listed map[string]bool) error {
 	want := map[string]map[string]bool{
-		pt.root:                           {"holdfast.db": true, "volumes": true, "trash": true},
+		pt.root:                           {"holdfast.db": true, "volumes": true, "trash": true, "views": true},
 		filepath.Join(pt.root, "volumes"): listed,
 		filepath.Join(pt.root, "trash"):   {},
+		filepath.Join(pt.root, "views"):   {},
 		pt.keyDir:                         {},
 	}
 	for n := range listed {

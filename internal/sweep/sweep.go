@@ -49,6 +49,9 @@ type Type struct {
 	Opts map[string]string
 	// Keeps says the data survives an unmount (not tmpfs).
 	Keeps bool
+	// From says the type takes from=: the sweep runs a Create copying a
+	// local volume with the marker in it.
+	From bool
 }
 
 // Config says what to sweep.
@@ -83,6 +86,9 @@ func RunCases(t *testing.T, cfg Config) []Case {
 	var cases []Case
 	for _, typ := range cfg.Types {
 		for _, o := range operations {
+			if o.from && !typ.From {
+				continue
+			}
 			t.Run(o.name+"/"+typ.Label, func(t *testing.T) { cases = append(cases, sweepOne(t, cfg, typ, o)...) })
 		}
 	}
@@ -172,6 +178,9 @@ const vol = "swept"
 // marker is the file each case writes into a volume that keeps its data.
 const marker = "marker"
 
+// source is the local volume a Create with from= copies.
+const source = "source"
+
 func newEnv(t *testing.T, cfg Config, typ Type) *env {
 	base := t.TempDir()
 	e := &env{t: t, cfg: cfg, typ: typ, faults: &failpoint.Set{}, boot: "boot-1", dirs: Dirs{
@@ -206,6 +215,7 @@ func (e *env) close() {
 		e.d.Unmount(&volume.UnmountRequest{Name: vol, ID: id})
 	}
 	e.d.Remove(&volume.RemoveRequest{Name: vol})
+	e.d.Remove(&volume.RemoveRequest{Name: source})
 	e.d.Close()
 	e.d = nil
 	e.requireGone()
@@ -371,8 +381,36 @@ func (e *env) created() {
 	require.NoError(e.t, e.unmount("setup"))
 }
 
+// withSource makes the local volume source, with the marker in it.
+func (e *env) withSource() {
+	require.NoError(e.t, e.d.Create(&volume.CreateRequest{Name: source, Options: map[string]string{"type": "local"}}))
+	res, err := e.d.Mount(&volume.MountRequest{Name: source, ID: "setup"})
+	require.NoError(e.t, err)
+	require.NoError(e.t, os.WriteFile(filepath.Join(res.Mountpoint, marker), []byte(vol), 0o600))
+	require.NoError(e.t, e.d.Unmount(&volume.UnmountRequest{Name: source, ID: "setup"}))
+}
+
+// createFrom creates the volume with from=source.
+func (e *env) createFrom() error {
+	opts := map[string]string{"from": source}
+	for k, v := range e.typ.Opts {
+		opts[k] = v
+	}
+	return e.d.Create(&volume.CreateRequest{Name: vol, Options: opts})
+}
+
+// requireSource checks the source is intact and not held: no lease.
+func (e *env) requireSource() {
+	e.t.Helper()
+	res, err := e.d.Get(&volume.GetRequest{Name: source})
+	require.NoError(e.t, err, "the source of from= is never lost")
+	assert.Equal(e.t, 0, res.Volume.Status["leases"], "no lease is left on the source")
+}
+
 // operation is one request (or a start) swept.
 type operation struct {
+	// from marks operations run only for types with From.
+	from  bool
 	name  string
 	setup func(*env)
 	run   func(*env) error
@@ -400,6 +438,27 @@ var operations = []operation{
 		final: func(e *env) {
 			assert.Equal(e.t, status{exists: true}, e.status())
 			e.requireLocked()
+		},
+	},
+	{
+		from:  true,
+		name:  "create from",
+		setup: (*env).withSource,
+		run:   (*env).createFrom,
+		failed: func(e *env, err error) {
+			e.requireSource()
+			if err == nil {
+				return
+			}
+			assert.False(e.t, e.status().exists, "a failed Create leaves no volume")
+			e.requireGone()
+		},
+		retry: (*env).createFrom,
+		final: func(e *env) {
+			assert.Equal(e.t, status{exists: true}, e.status())
+			e.requireLocked()
+			e.requireSource()
+			e.requireData()
 		},
 	},
 	{

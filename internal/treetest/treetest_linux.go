@@ -273,3 +273,11 @@ func RequireSparse(t testing.TB, p string) {
 	require.EqualValues(t, SparseSize, st.Size)
 	require.Less(t, st.Blocks*512, int64(1<<20), "the 200 MiB sparse file came back with %d KiB allocated: its holes were filled", st.Blocks/2)
 }
+
+// Allocated is the bytes the filesystem holds for file p.
+func Allocated(t testing.TB, p string) int64 {
+	t.Helper()
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(p, &st))
+	return st.Blocks * 512
+}
