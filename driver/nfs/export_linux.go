@@ -12,6 +12,11 @@ import (
 // a sample asks the kernel again.
 const exportFresh = 20 * time.Second
 
+// statfsWait bounds how long an Unmount waits for holdfast's own statfs of
+// the export to return before it unmounts (a quarter of --nfs-timeout when
+// that is shorter).
+const statfsWait = 5 * time.Second
+
 // Status keys of the export's filesystem figures: the whole filesystem the
 // server exports, shared with whatever else lives there, not the volume's
 // own usage.
@@ -28,8 +33,10 @@ type exportFigures struct {
 	at                 time.Time
 	size, used, avail  uint64
 	err                error
-	asking             bool      // a statfs is in flight
-	askedAt            time.Time // when it began
+	asking             bool          // a statfs is in flight
+	askedAt            time.Time     // when it began
+	answered           chan struct{} // closed when the statfs in flight returns
+	unmounting         bool          // no statfs may start: the mount is going away
 	haveFigures, asked bool
 }
 
@@ -59,11 +66,44 @@ func (s *exportStats) refresh(target string) {
 		s.figs[target] = f
 	}
 	now := s.now()
-	if f.asking || (f.asked && now.Sub(f.at) < exportFresh) {
+	if f.asking || f.unmounting || (f.asked && now.Sub(f.at) < exportFresh) {
 		return
 	}
-	f.asking, f.askedAt = true, now
+	f.asking, f.askedAt, f.answered = true, now, make(chan struct{})
 	go s.ask(target, f)
+}
+
+// quiesce stops statfs calls on target, which is about to be unmounted,
+// and waits up to wait for the one in flight: a statfs holds the mount,
+// and umount2 would find it busy. A server that does not answer keeps its
+// statfs, and the unmount then deals with a mount stuck on that server.
+func (s *exportStats) quiesce(target string, wait time.Duration) {
+	s.mu.Lock()
+	f := s.figs[target]
+	if f == nil {
+		f = &exportFigures{}
+		s.figs[target] = f
+	}
+	f.unmounting = true
+	answered := f.answered
+	asking := f.asking
+	s.mu.Unlock()
+	if !asking {
+		return
+	}
+	select {
+	case <-answered:
+	case <-time.After(wait):
+	}
+}
+
+// resume lets statfs calls on target start again: its unmount failed.
+func (s *exportStats) resume(target string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.figs[target]; f != nil {
+		f.unmounting = false
+	}
 }
 
 // ask runs one statfs and records what it brought back, unless target was
@@ -73,6 +113,7 @@ func (s *exportStats) ask(target string, f *exportFigures) {
 	err := s.statfs(target, &st)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer close(f.answered)
 	f.asking, f.asked, f.at, f.err = false, true, s.now(), err
 	if err == nil {
 		bs := uint64(st.Bsize)

@@ -99,6 +99,44 @@ func TestExportStatsNeverWaitForTheServer(t *testing.T) {
 	s.mu.Unlock()
 }
 
+// An Unmount waits for holdfast's own statfs, which holds the mount (umount2
+// would find it busy and detach it lazily), and none starts meanwhile.
+func TestExportStatsQuiesceBeforeUnmount(t *testing.T) {
+	fake := &fakeStatfs{gate: make(chan error)}
+	s := newExportStats()
+	s.statfs = fake.statfs
+	s.refresh("/mp")
+	require.Eventually(t, func() bool { return fake.callCount() == 1 }, 10*time.Second, time.Millisecond)
+
+	done := make(chan struct{})
+	go func() { s.quiesce("/mp", time.Hour); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("quiesce returned while holdfast's statfs still held the mount")
+	case <-time.After(100 * time.Millisecond):
+	}
+	fake.gate <- nil
+	<-done
+
+	s.now = func() time.Time { return time.Now().Add(time.Hour) } // stale
+	s.refresh("/mp")
+	s.status("/mp", map[string]any{})
+	assert.Equal(t, 1, fake.callCount(), "no statfs while the mount is going away")
+
+	s.resume("/mp") // the unmount failed: figures again
+	s.refresh("/mp")
+	require.Eventually(t, func() bool { return fake.callCount() == 2 }, 10*time.Second, time.Millisecond)
+	fake.gate <- nil
+	settle(t, s, "/mp")
+
+	// A server that never answers: quiesce gives up after its wait.
+	s.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	s.refresh("/mp")
+	require.Eventually(t, func() bool { return fake.callCount() == 3 }, 10*time.Second, time.Millisecond)
+	s.quiesce("/mp", 10*time.Millisecond)
+	fake.gate <- nil
+}
+
 func TestStatusOfUnmountedNFSHasNoExportFigures(t *testing.T) {
 	b := New(nil, 0, nil)
 	v := newVolume(t, b, map[string]string{"addr": "127.0.0.1", "device": ":/srv"})

@@ -51,7 +51,7 @@ func (b *Backend) Mount(ctx context.Context, v *driver.Volume) error {
 	}
 	a := tried[len(tried)-1].attempt
 	record(v, a)
-	b.exportStats().refresh(v.Mountpoint)
+	b.exportStats().resume(v.Mountpoint)
 	b.log().WithFields(logrus.Fields{"volume": v.Name, "source": source, "version": a.version,
 		"address": a.addr.String(), "took": time.Since(start).Round(time.Millisecond)}).Debug("NFS volume mounted")
 	return nil
@@ -174,10 +174,13 @@ func record(v *driver.Volume, a attempt) {
 func (b *Backend) Unmount(ctx context.Context, v *driver.Volume) error {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout())
 	defer cancel()
+	stats := b.exportStats()
+	stats.quiesce(v.Mountpoint, min(b.timeout()/4, statfsWait))
 	if err := b.unmount(ctx, v.Mountpoint); err != nil {
+		stats.resume(v.Mountpoint)
 		return fmt.Errorf("unmount nfs volume %s: %w", v.Name, err)
 	}
-	b.exportStats().forget(v.Mountpoint)
+	stats.forget(v.Mountpoint)
 	return nil
 }
 
