@@ -84,7 +84,12 @@ bench: deps build
 	$(GO) run ./cmd/holdfast-bench -bin $(BIN) -out bin/bench.json
 	@echo "bench: restarting dockerd, which keeps B2's legacy driver until it restarts (docker volume ls would wait 15 s for it)"
 	@flock /tmp/holdfast-e2e.lock hack/docker.sh restart
-	flock /tmp/holdfast-vm.lock env VMTEST_PKGS=./driver/crypt vmtest/build.sh -run '^$$' -bench . -benchtime 3x
+	@echo "bench: the guest's part (LUKS: pgbench in internal/bench's TestGuestPGBench, driver/crypt's benchmarks), merged into bin/bench.json"
+	{ flock /tmp/holdfast-vm.lock env VMTEST_PKGS='./driver/crypt ./internal/bench' VMTEST_PG=1 VMTEST_MEM=2048 \
+		VMTEST_GUEST_ENV=HOLDFAST_BENCH_GUEST=1 vmtest/build.sh -run '^TestGuestPGBench$$' -bench . -benchtime 3x; \
+		echo $$? >bin/bench-guest.rc; } | tee bin/bench-guest.log
+	@exit $$(cat bin/bench-guest.rc)
+	$(GO) run ./cmd/holdfast-bench -merge bin/bench-guest.log -out bin/bench.json -chart bin/bench.svg
 
 # The long fault suites: 2000 crash rounds (fault/), the power-loss replay
 # in the guest over ext4 and xfs and several workloads (thousands of crash
