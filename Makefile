@@ -74,10 +74,13 @@ plugin-enable: build
 # Benchmarks, never timed assertions: B1-B5, B4's fio pairs, pgbench in a
 # container (DB) and the ceilings on the host (holdfast against the same
 # work without it, side by side in one run; a table on stdout, the same as
-# JSON in bin/bench.json, the chart in bin/bench.svg), then the crypt
-# benchmarks in the guest, where LUKS2 runs. The suites that use dockerd
-# (B2, DB) take /tmp/holdfast-e2e.lock while they run, as e2e does; the
-# PostgreSQL image is built once from Debian's packages (hack/pgimage.sh).
+# JSON in bin/bench.json, the chart in bin/bench.svg), then the guest's part
+# where LUKS2 runs: pgbench on a LUKS volume (internal/bench's
+# TestGuestPGBench, its rows merged into bin/bench.json and the chart) and
+# the crypt benchmarks. The suites that use dockerd (B2, DB) take
+# /tmp/holdfast-e2e.lock while they run, as e2e does, the guest
+# /tmp/holdfast-vm.lock; PostgreSQL comes from Debian's packages, as an
+# image built once (hack/pgimage.sh) and in the guest (vmtest/pg.sh).
 bench: deps build
 	@hack/deps.sh fio postgresql busybox-static
 	@flock /tmp/holdfast-e2e.lock sh -c 'hack/docker.sh engine && hack/pgimage.sh'
