@@ -75,17 +75,25 @@ plugin-enable: build
 # Benchmarks, never timed assertions: B1-B5, B4's fio pairs, pgbench in a
 # container (DB) and the ceilings on the host (holdfast against the same
 # work without it, side by side in one run; a table on stdout, the same as
-# JSON in bin/bench.json, the chart in bin/bench.svg), then the crypt
-# benchmarks in the guest, where LUKS2 runs. The suites that use dockerd
-# (B2, DB) take /tmp/holdfast-e2e.lock while they run, as e2e does; the
-# PostgreSQL image is built once from Debian's packages (hack/pgimage.sh).
+# JSON in bin/bench.json, the chart in bin/bench.svg), then the guest's part
+# where LUKS2 runs: pgbench on a LUKS volume (internal/bench's
+# TestGuestPGBench, its rows merged into bin/bench.json and the chart) and
+# the crypt benchmarks. The suites that use dockerd (B2, DB) take
+# /tmp/holdfast-e2e.lock while they run, as e2e does, the guest
+# /tmp/holdfast-vm.lock; PostgreSQL comes from Debian's packages, as an
+# image built once (hack/pgimage.sh) and in the guest (vmtest/pg.sh).
 bench: deps build
 	@hack/deps.sh fio postgresql busybox-static
 	@flock /tmp/holdfast-e2e.lock sh -c 'hack/docker.sh engine && hack/pgimage.sh'
 	$(GO) run ./cmd/holdfast-bench -bin $(BIN) -out bin/bench.json
 	@echo "bench: restarting dockerd, which keeps B2's legacy driver until it restarts (docker volume ls would wait 15 s for it)"
 	@flock /tmp/holdfast-e2e.lock hack/docker.sh restart
-	flock /tmp/holdfast-vm.lock env VMTEST_PKGS=./driver/crypt vmtest/build.sh -run '^$$' -bench . -benchtime 3x
+	@echo "bench: the guest's part (LUKS: pgbench in internal/bench's TestGuestPGBench, driver/crypt's benchmarks), merged into bin/bench.json"
+	{ flock /tmp/holdfast-vm.lock env VMTEST_PKGS='./driver/crypt ./internal/bench' VMTEST_PG=1 VMTEST_MEM=2048 \
+		VMTEST_GUEST_ENV=HOLDFAST_BENCH_GUEST=1 vmtest/build.sh -run '^TestGuestPGBench$$' -bench . -benchtime 3x; \
+		echo $$? >bin/bench-guest.rc; } | tee bin/bench-guest.log
+	@exit $$(cat bin/bench-guest.rc)
+	$(GO) run ./cmd/holdfast-bench -merge bin/bench-guest.log -out bin/bench.json -chart bin/bench.svg
 
 # The long fault suites: 2000 crash rounds (fault/), the power-loss replay
 # in the guest over ext4 and xfs and several workloads (thousands of crash

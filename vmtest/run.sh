@@ -23,6 +23,7 @@
 #   VMTEST_KERNEL        Debian kernel package to boot (default: what linux-image-amd64 depends on)
 #   VMTEST_KEEP=1        keep the run directory (initramfs, serial logs) even on success
 #   VMTEST_NFSD=0        leave out Linux's NFS server (vmtest/nfsd.sh), which tests start
+#   VMTEST_PG=1          add PostgreSQL (vmtest/pg.sh), for make bench's pgbench on LUKS
 #   VMTEST_DOCKER=1      add dockerd (vmtest/docker.sh) and VMTEST_HOLDFAST, a static holdfast
 #   VMTEST_GUEST_ENV     KEY=VAL words set in the tests' environment in the guest (through the
 #                        kernel command line), e.g. HOLDFAST_SOAK=1
@@ -176,6 +177,9 @@ fi
 extras=()
 if [ "${VMTEST_NFSD:-1}" = 1 ]; then
 	extras+=("$("$here/nfsd.sh" "$kver" "$kdir")") || die 2 "vmtest/nfsd.sh failed"
+fi
+if [ "${VMTEST_PG:-0}" = 1 ]; then
+	extras+=("$("$here/pg.sh" "$kver" "$kdir")") || die 2 "vmtest/pg.sh failed"
 fi
 # vmtest/docker.sh (VMTEST_DOCKER=1): dockerd's libraries and modules in an
 # archive, its binaries in a folder shared over 9p, holdfast from

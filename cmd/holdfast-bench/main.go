@@ -25,7 +25,15 @@ func main() {
 	docker := flag.String("docker", c.DockerSock, `dockerd's socket for B2 and pgbench; "" skips them`)
 	only := flag.String("only", "", "comma-separated suites to run: ceilings, control (B1, B3, B5), docker (B2), data (B4), pgbench (DB: PostgreSQL in a container); default all")
 	replot := flag.String("replot", "", "draw -chart from this JSON report instead of measuring")
+	merge := flag.String("merge", "", "instead of measuring, take the rows printed in this log (the guest's part of make bench) into the report -out, print them and redraw -chart")
 	flag.Parse()
+	if *merge != "" {
+		if err := mergeRows(*merge, *out, *chart); err != nil {
+			fmt.Fprintln(os.Stderr, "holdfast-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *replot != "" {
 		if err := redraw(*replot, *chart); err != nil {
 			fmt.Fprintln(os.Stderr, "holdfast-bench:", err)
@@ -76,15 +84,60 @@ func run(c bench.Config, bin, dir, out, chart string) error {
 	return nil
 }
 
-// redraw draws the chart of an earlier run from its JSON report.
-func redraw(report, chart string) error {
-	b, err := os.ReadFile(report)
+// mergeRows adds the rows printed in log to the report in out, prints
+// them as a table and redraws the chart from the whole report.
+func mergeRows(log, out, chart string) error {
+	r, err := readReport(out)
 	if err != nil {
 		return err
 	}
+	f, err := os.Open(log)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rows, err := bench.ReadRowsLines(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", log, err)
+	}
+	if len(rows) == 0 {
+		return fmt.Errorf("%s: no %q line: the guest's benchmark did not finish (see the log)", log, strings.TrimSpace(bench.RowsPrefix))
+	}
+	r.Merge(rows)
+	if err := (&bench.Report{Started: r.Started, Host: r.Host + " (rows from the qemu guest)", Rows: rows}).WriteTable(os.Stdout); err != nil {
+		return err
+	}
+	if err := r.WriteJSON(out); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "holdfast-bench: %d rows from %s merged into %s\n", len(rows), log, out)
+	if chart == "" {
+		return nil
+	}
+	if err := r.WriteChart(chart); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "holdfast-bench: chart in", chart)
+	return nil
+}
+
+func readReport(path string) (*bench.Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
 	var r bench.Report
 	if err := json.Unmarshal(b, &r); err != nil {
-		return fmt.Errorf("%s: %w", report, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
+}
+
+// redraw draws the chart of an earlier run from its JSON report.
+func redraw(report, chart string) error {
+	r, err := readReport(report)
+	if err != nil {
+		return err
 	}
 	return r.WriteChart(chart)
 }

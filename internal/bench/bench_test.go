@@ -16,6 +16,10 @@ import (
 var holdfastBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(GuestBenchEnv) == "1" {
+		// The guest has no Go toolchain; its benchmark needs no binary.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "holdfast-bench-bin")
 	if err != nil {
 		panic(err)
@@ -59,7 +63,7 @@ func quick(t *testing.T, docker string, only ...string) map[string][]Row {
 // benchmarks must keep working, whatever their figures.
 func TestQuickSuites(t *testing.T) {
 	rows := quick(t, "")
-	for id, n := range map[string]int{"B1": 13, "B3": 2, "B4": 16, "B5": 1} {
+	for id, n := range map[string]int{"B1": 13, "B3": 2, "B4": 20, "B5": 1} {
 		assert.Len(t, rows[id], n, id)
 	}
 	assert.GreaterOrEqual(t, len(rows["C"]), 3)

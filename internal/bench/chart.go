@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"image/color"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -40,9 +41,12 @@ func (r *Report) WriteChart(path string) error {
 		return nil
 	}
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("holdfast / without, median pair ratio and its %.0f%% interval (%s)", Confidence*100, r.Started.Format("2006-01-02"))
-	p.X.Label.Text = "ratio (1 = as fast as without holdfast); blue tick: target; green met, red missed, orange unstable"
-	p.X.Min, p.X.Max = 0, 1.1
+	p.Title.Text = fmt.Sprintf("holdfast / without: median of the ABBA rounds' ratios and its %.0f%% interval (%s)", Confidence*100, r.Started.Format("2006-01-02"))
+	p.X.Label.Text = "ratio, log scale (1 = as fast as without holdfast); blue tick: target; green met, red missed, orange unstable"
+	// A log scale: a ratio of 0.5 and one of 2 are as far from 1, and one
+	// wide interval does not squeeze the others into a corner.
+	p.X.Scale = plot.LogScale{}
+	p.X.Min, p.X.Max = 0.8, 1.25
 	groups := map[color.Color]*errPoints{}
 	names := make([]string, len(rows))
 	for i, row := range rows {
@@ -64,7 +68,7 @@ func (r *Report) WriteChart(path string) error {
 		}
 		g.XYs = append(g.XYs, plotter.XY{X: *row.Ratio, Y: y})
 		g.XErrors = append(g.XErrors, struct{ Low, High float64 }{*row.Ratio - row.CILow, row.CIHigh - *row.Ratio})
-		p.X.Max = max(p.X.Max, row.CIHigh+0.05)
+		p.X.Min, p.X.Max = min(p.X.Min, row.CILow*0.9), max(p.X.Max, row.CIHigh*1.1)
 		if row.Goal > 0 {
 			tick, err := plotter.NewLine(plotter.XYs{{X: row.Goal, Y: y - 0.4}, {X: row.Goal, Y: y + 0.4}})
 			if err != nil {
@@ -93,7 +97,26 @@ func (r *Report) WriteChart(path string) error {
 		pts.Color, pts.Shape, pts.Radius = c, draw.CircleGlyph{}, vg.Points(3)
 		p.Add(bars, pts)
 	}
+	p.X.Tick.Marker = ratioTicks{}
 	p.NominalY(names...)
 	p.Add(plotter.NewGrid())
-	return p.Save(11*vg.Inch, vg.Length(1.2+0.28*float64(len(rows)))*vg.Inch, path)
+	return p.Save(14*vg.Inch, vg.Length(1.2+0.28*float64(len(rows)))*vg.Inch, path)
+}
+
+// ratioTicks marks the ratios a reader looks for, within the axis.
+type ratioTicks struct{}
+
+// Ticks implements plot.Ticker.
+func (ratioTicks) Ticks(lo, hi float64) []plot.Tick {
+	var ts []plot.Tick
+	for _, v := range []float64{0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1, 1.1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100} {
+		if lo <= v && v <= hi {
+			t := plot.Tick{Value: v}
+			if v != 0.3 && v != 0.7 && v != 0.9 && v != 1.1 && v != 1.5 && v != 3 {
+				t.Label = strconv.FormatFloat(v, 'g', -1, 64) // the others unlabelled: they would overlap
+			}
+			ts = append(ts, t)
+		}
+	}
+	return ts
 }

@@ -1,17 +1,20 @@
 package bench
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/holdfast/holdfast/internal/loopdev"
 )
 
 // DataSizes sets the data path workload (B4): fio's measures on a File
@@ -40,8 +43,10 @@ type baseline struct {
 	null bool
 }
 
-// Data measures the data path of tmpfs, local and crypt volumes with fio
-// against the same filesystem without holdfast, and crypt volumes also
+// Data measures the data path of tmpfs, local, loop and crypt volumes
+// with fio against the same filesystem without holdfast (a raw tmpfs of
+// the same size and options, a plain directory beside --root, a plain
+// ext4 loop image of the same size), and crypt volumes also
 // against the cipher's own bound: a crypt volume of a holdfast whose
 // --root is on RAM (B4). Each round runs every side once, holdfast first
 // then the baselines, the next round in the reverse order (ABBA), so both
@@ -67,8 +72,10 @@ func Data(p *Plugin, sz DataSizes) (rows []Row, err error) {
 			[]baseline{{target{"raw tmpfs", func() (string, func() error, error) { return rawTmpfs(p.Dir, size) }}, 0.97, false}}},
 		{"local", sz.File, volumeTarget(p, "bench-local", nil),
 			[]baseline{{target{"plain directory", func() (string, func() error, error) { return plainDir(p.Dir) }}, 0.97, true}}},
+		{"loop", sz.File, volumeTarget(p, "bench-loop", map[string]string{"type": "loop", "size": size, "fs": "ext4"}),
+			[]baseline{{target{"plain ext4 loop image", func() (string, func() error, error) { return ext4Loop(p.Dir, "loop", size) }}, 0.97, false}}},
 		{"crypt", sz.CryptFile, volumeTarget(p, "bench-crypt", map[string]string{"type": "crypt", "size": size}), []baseline{
-			{target{"plain ext4 loop image", func() (string, func() error, error) { return ext4Loop(p.Dir, size) }}, 0.8, false},
+			{target{"plain ext4 loop image", func() (string, func() error, error) { return ext4Loop(p.Dir, "crypt", size) }}, 0.8, false},
 			{renamed(volumeTarget(ram, "bench-crypt-ram", map[string]string{"type": "crypt", "size": size}), "crypt on RAM (cipher bound)"), 0.9, false},
 		}},
 	}
@@ -124,6 +131,9 @@ func median(x []float64) float64 {
 // goes first. The measures run in their order on one file per side
 // (written, read, rewritten, read), removed at the end of the round.
 func interleave(sides []target, ms []fioMeasure, pairs int) ([][][]float64, error) {
+	if err := checkPairs(pairs); err != nil {
+		return nil, err
+	}
 	samples := make([][][]float64, len(sides))
 	for i := range samples {
 		samples[i] = make([][]float64, len(ms))
@@ -290,24 +300,35 @@ func plainDir(dir string) (string, func() error, error) {
 	return d, func() error { return nil }, os.MkdirAll(d, 0o755)
 }
 
-// ext4Loop makes (once) an ext4 filesystem in a file allocated next to
-// --root and mounts it through a loop device, as a crypt volume is but
+// ext4Loop makes (once) an ext4 filesystem in an image file named for
+// kind next to --root and mounts it through a loop device, as holdfast
+// makes and mounts its loop and crypt volumes (internal/loopdev: the same
+// allocation, mkfs options and loop flags) but without holdfast and
 // without encryption.
-func ext4Loop(dir, size string) (string, func() error, error) {
-	img, mnt := filepath.Join(dir, "plain.img"), filepath.Join(dir, "plain-ext4")
+func ext4Loop(dir, kind, size string) (string, func() error, error) {
+	img, mnt := filepath.Join(dir, "plain-"+kind+".img"), filepath.Join(dir, "plain-"+kind)
 	if _, err := os.Stat(img); os.IsNotExist(err) {
-		if out, err := exec.Command("fallocate", "-l", size, img).CombinedOutput(); err != nil {
-			return "", nil, fmt.Errorf("fallocate: %w: %s", err, out)
+		n, err := strconv.ParseInt(size, 10, 64)
+		if err != nil {
+			return "", nil, fmt.Errorf("image size %q: %w", size, err)
 		}
-		if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-E", "nodiscard", img).CombinedOutput(); err != nil {
-			return "", nil, fmt.Errorf("mkfs.ext4: %w: %s", err, out)
+		if err := loopdev.AllocateImage(img, n); err != nil {
+			return "", nil, err
+		}
+		if err := loopdev.Mkfs(context.Background(), img, loopdev.FSExt4); err != nil {
+			return "", nil, err
 		}
 	}
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return "", nil, err
 	}
-	if out, err := exec.Command("mount", "-o", "loop,nodev,nosuid", img, mnt).CombinedOutput(); err != nil {
-		return "", nil, fmt.Errorf("mount %s: %w: %s", img, err, out)
+	dev, err := loopdev.Attach(img)
+	if err != nil {
+		return "", nil, err
+	}
+	defer dev.Close() // autoclear: the loop device goes with the unmount
+	if err := unix.Mount(dev.Path, mnt, "ext4", unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+		return "", nil, fmt.Errorf("mount %s on %s: %w", dev.Path, mnt, err)
 	}
 	return mnt, func() error { return unix.Unmount(mnt, 0) }, nil
 }

@@ -38,6 +38,9 @@ type pgSide struct {
 // cache dropped before every run; the server starts and stops in each
 // run's container, so every run starts cold.
 func PGBench(sock, driver string, sz PGSizes) (rows []Row, err error) {
+	if err := checkPairs(sz.Pairs); err != nil {
+		return nil, err
+	}
 	d := &dockerCLI{sock: sock}
 	if _, err := d.run("image", "inspect", PGImage); err != nil {
 		return nil, fmt.Errorf("no image %s (make bench builds it: hack/pgimage.sh): %w", PGImage, err)

@@ -5,6 +5,7 @@
 package bench
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -196,3 +197,51 @@ func (d durations) sum() time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// RowsPrefix starts the lines on which a part of the benchmarks that runs
+// elsewhere (the qemu guest: pgbench on LUKS) prints its rows as JSON,
+// for the host's report to take them in (holdfast-bench -merge).
+const RowsPrefix = "holdfast-bench-rows: "
+
+// WriteRowsLine prints rows on one line after RowsPrefix.
+func WriteRowsLine(w io.Writer, rows []Row) error {
+	b, err := json.Marshal(rows)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s%s\n", RowsPrefix, b)
+	return err
+}
+
+// ReadRowsLines returns the rows of every RowsPrefix line in r (other
+// lines are skipped: the guest's output has the tests' too).
+func ReadRowsLines(r io.Reader) ([]Row, error) {
+	var rows []Row
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		_, line, ok := strings.Cut(sc.Text(), RowsPrefix)
+		if !ok {
+			continue
+		}
+		var rs []Row
+		if err := json.Unmarshal([]byte(line), &rs); err != nil {
+			return nil, fmt.Errorf("rows line: %w", err)
+		}
+		rows = append(rows, rs...)
+	}
+	return rows, sc.Err()
+}
+
+// Merge adds rows to the report, each replacing a row of the same id and
+// measure (so that merging a second time changes nothing).
+func (r *Report) Merge(rows []Row) {
+	for _, row := range rows {
+		i := slices.IndexFunc(r.Rows, func(x Row) bool { return x.ID == row.ID && x.Name == row.Name })
+		if i >= 0 {
+			r.Rows[i] = row
+		} else {
+			r.Rows = append(r.Rows, row)
+		}
+	}
+}

@@ -41,8 +41,8 @@ type Config struct {
 func Full() Config {
 	return Config{
 		Cycles: 2000, Volumes: 10000, Pairs: 200,
-		Data:        DataSizes{File: 128 << 20, CryptFile: 64 << 20, Runtime: time.Second, Pairs: 10},
-		PG:          PGSizes{Scale: 10, Clients: 4, Runtime: 8 * time.Second, Pairs: 6},
+		Data:        DataSizes{File: 128 << 20, CryptFile: 64 << 20, Runtime: time.Second, Pairs: 12},
+		PG:          PGSizes{Scale: 10, Clients: 4, Runtime: 8 * time.Second, Pairs: 12},
 		CeilingTime: time.Second,
 		DockerSock:  "/var/run/docker.sock", DockerDriver: "holdfast-bench",
 		DockerLock: "/tmp/holdfast-e2e.lock",

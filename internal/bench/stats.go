@@ -124,7 +124,9 @@ type Paired struct {
 	CILow   float64 `json:"ci_low"`
 	CIHigh  float64 `json:"ci_high"`
 	CILevel float64 `json:"ci_level"`
-	N       int     `json:"n"`
+	// N is the number of ABBA rounds (two pairs each) the interval is
+	// from.
+	N int `json:"n"`
 	// Goal is the ratio the target asks for, 0 when there is none.
 	Goal float64 `json:"target_ratio,omitempty"`
 	// Verdict is Met, Missed or Unsteady when the row has a target.
@@ -132,28 +134,64 @@ type Paired struct {
 	Samples Samples `json:"samples"`
 }
 
-// Samples are a paired row's raw figures.
+// Samples are a paired row's raw figures: run i of holdfast against run
+// i of the baseline, pairs 2k and 2k+1 in opposite orders.
 type Samples struct {
 	Holdfast []float64 `json:"holdfast"`
 	Base     []float64 `json:"base"`
 	Ratios   []float64 `json:"ratios"`
+	// Rounds are the ABBA rounds' ratios (ABBARounds), whose median
+	// and interval the row gives.
+	Rounds []float64 `json:"rounds"`
 }
 
-// pairedRow builds a row from runs made in pairs: the figures are each
-// side's median, the ratio the median of the pairs' ratios (a machine
-// slowing down for a while moves both sides of a pair together) with its
-// interval.
+// ABBARounds combines a row's pair ratios into round ratios: pairs 2k and
+// 2k+1 ran in opposite orders (holdfast first, then the baseline first),
+// and their round's ratio is the geometric mean of the two. A factor the
+// order alone adds (the second run of a pair finding the disk warm, say)
+// multiplies one ratio and divides the other, so it cancels. A last pair
+// without its reverse is left out.
+func ABBARounds(ratios []float64) []float64 {
+	r := make([]float64, len(ratios)/2)
+	for k := range r {
+		r[k] = math.Sqrt(ratios[2*k] * ratios[2*k+1])
+	}
+	return r
+}
+
+// checkPairs refuses a number of pairs that does not make whole ABBA
+// rounds.
+func checkPairs(n int) error {
+	if n < 2 || n%2 != 0 {
+		return fmt.Errorf("%d pairs: ABBA rounds need an even number of pairs, at least 2 (12 gives six rounds, the fewest whose interval reaches 95%%)", n)
+	}
+	return nil
+}
+
+// pairedRow builds a row from runs made in pairs whose order alternates
+// (ABBA): the figures are each side's median, the ratio the median of the
+// rounds' ratios (ABBARounds: a machine slowing down for a while moves
+// both sides of a pair together, and the order's own effect cancels in a
+// round) with its interval.
 func pairedRow(id, name string, hf, base []float64, unit string) Row {
 	ratios := PairRatios(hf, base)
-	iv := MedianCI(ratios)
+	rounds := ABBARounds(ratios)
+	iv := MedianCI(rounds)
 	return Row{ID: id, Name: name, Value: median(hf), Base: ptr(median(base)), Ratio: ptr(iv.Median), Unit: unit,
 		Paired: &Paired{CILow: iv.Low, CIHigh: iv.High, CILevel: iv.Level, N: iv.N,
-			Samples: Samples{Holdfast: hf, Base: base, Ratios: ratios}}}
+			Samples: Samples{Holdfast: hf, Base: base, Ratios: ratios, Rounds: rounds}}}
 }
 
 // Interval returns a paired row's interval.
 func (p *Paired) Interval(median float64) Interval {
 	return Interval{Median: median, Low: p.CILow, High: p.CIHigh, Level: p.CILevel, N: p.N}
+}
+
+// PairedAtLeast builds a row from runs made in ABBA pairs (pairedRow)
+// with the target "ratio >= min" and its verdict (pairedAtLeast): for
+// benchmarks run outside this package's suites, the guest's.
+func PairedAtLeast(id, name string, hf, base []float64, unit string, min float64) Row {
+	return pairedAtLeast(pairedRow(id, name, hf, base, unit), min)
 }
 
 // pairedAtLeast sets a paired row's target "ratio >= min" and its verdict
