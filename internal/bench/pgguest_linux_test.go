@@ -20,6 +20,7 @@ import (
 	"github.com/holdfast/holdfast/driver/crypt"
 	"github.com/holdfast/holdfast/internal/guest"
 	"github.com/holdfast/holdfast/internal/loopdev"
+	"github.com/holdfast/holdfast/internal/volfs"
 )
 
 // GuestBenchEnv is set to 1 by make bench's guest part (through
@@ -95,7 +96,7 @@ func luksVolume(t *testing.T, root string) string {
 	log := logrus.New()
 	log.SetOutput(os.Stderr)
 	log.SetLevel(logrus.WarnLevel)
-	m := driver.KernelMounter{}
+	m := volfs.KernelMounter{}
 	d, err := driver.New(driver.Config{
 		Root: filepath.Join(root, "holdfast"), MountRoot: filepath.Join(root, "holdfast", "mounts"), Scope: "local", BootID: "bench",
 		Mounter: m, Log: log,
