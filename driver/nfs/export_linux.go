@@ -77,7 +77,7 @@ func (s *exportStats) refresh(target string) {
 // and waits up to wait for the one in flight: a statfs holds the mount,
 // and umount2 would find it busy. A server that does not answer keeps its
 // statfs, and the unmount then deals with a mount stuck on that server.
-func (s *exportStats) quiesce(target string, wait time.Duration) {
+func (s *exportStats) quiesce(target string, wait time.Duration) (stuck bool) {
 	s.mu.Lock()
 	f := s.figs[target]
 	if f == nil {
@@ -89,11 +89,13 @@ func (s *exportStats) quiesce(target string, wait time.Duration) {
 	asking := f.asking
 	s.mu.Unlock()
 	if !asking {
-		return
+		return false
 	}
 	select {
 	case <-answered:
+		return false
 	case <-time.After(wait):
+		return true
 	}
 }
 
@@ -133,10 +135,10 @@ func (s *exportStats) forget(target string) {
 	delete(s.figs, target)
 }
 
-// status adds target's last figures to st and starts a refresh when they
-// are stale. It never waits for the server.
+// status adds target's last figures to st. It only reads: the sampler
+// (Meter) keeps them fresh, so a docker volume inspect never starts a
+// statfs, let alone waits for one.
 func (s *exportStats) status(target string, st map[string]any) {
-	s.refresh(target)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := s.figs[target]

@@ -53,6 +53,7 @@ func TestExportStatsNeverWaitForTheServer(t *testing.T) {
 	s.now = func() time.Time { return now }
 
 	// The server does not answer: Status returns at once, without figures.
+	s.refresh("/mp")
 	st := map[string]any{}
 	s.status("/mp", st)
 	assert.NotContains(t, st, statExportSize)
@@ -83,7 +84,7 @@ func TestExportStatsNeverWaitForTheServer(t *testing.T) {
 
 	// Stale figures are kept while a new statfs runs, and a failure is shown.
 	now = now.Add(exportFresh)
-	s.status("/mp", map[string]any{})
+	s.refresh("/mp")
 	require.Eventually(t, func() bool { return fake.callCount() == 2 }, 10*time.Second, time.Millisecond)
 	fake.gate <- errors.New("stale file handle")
 	settle(t, s, "/mp")
@@ -109,7 +110,7 @@ func TestExportStatsQuiesceBeforeUnmount(t *testing.T) {
 	require.Eventually(t, func() bool { return fake.callCount() == 1 }, 10*time.Second, time.Millisecond)
 
 	done := make(chan struct{})
-	go func() { s.quiesce("/mp", time.Hour); close(done) }()
+	go func() { assert.False(t, s.quiesce("/mp", time.Hour)); close(done) }()
 	select {
 	case <-done:
 		t.Fatal("quiesce returned while holdfast's statfs still held the mount")
@@ -133,7 +134,7 @@ func TestExportStatsQuiesceBeforeUnmount(t *testing.T) {
 	s.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
 	s.refresh("/mp")
 	require.Eventually(t, func() bool { return fake.callCount() == 3 }, 10*time.Second, time.Millisecond)
-	s.quiesce("/mp", 10*time.Millisecond)
+	assert.True(t, s.quiesce("/mp", 10*time.Millisecond), "its statfs is stuck")
 	fake.gate <- nil
 }
 

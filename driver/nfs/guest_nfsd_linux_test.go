@@ -375,7 +375,10 @@ func TestGuestNfsdV4OnlyServerAskedForV3(t *testing.T) {
 func checkExportFigures(t *testing.T, g *guestRig, name, dir string) {
 	t.Helper()
 	var st map[string]any
+	res, err := g.d.Get(&volume.GetRequest{Name: name})
+	require.NoError(t, err)
 	require.Eventually(t, func() bool {
+		g.b.exportStats().refresh(res.Volume.Mountpoint) // as the sampler does every 10 s
 		st = g.status(name)
 		_, ok := st["exportFilesystemSize"]
 		return ok

@@ -175,7 +175,9 @@ func (b *Backend) Unmount(ctx context.Context, v *driver.Volume) error {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout())
 	defer cancel()
 	stats := b.exportStats()
-	stats.quiesce(v.Mountpoint, min(b.timeout()/4, statfsWait))
+	if stats.quiesce(v.Mountpoint, min(b.timeout()/4, statfsWait)) {
+		b.log().WithField("mountpoint", v.Mountpoint).Warn("the NFS server has not answered holdfast's statfs of the export: unmounting anyway; the statfs holds the mount, so it is detached lazily and freed when the server answers")
+	}
 	if err := b.unmount(ctx, v.Mountpoint); err != nil {
 		stats.resume(v.Mountpoint)
 		return fmt.Errorf("unmount nfs volume %s: %w", v.Name, err)

@@ -146,7 +146,7 @@ func (b *Backend) Remove(context.Context, *driver.Volume) error { return nil }
 // while mounted, those requested otherwise. While mounted it adds the last
 // figures of the export's filesystem (exportFilesystemSize, ...Used,
 // ...Available, ...Age: the server's whole filesystem, not this volume's
-// own usage), taken off the request path: Status never waits for the
+// own usage), which the sampler takes (Meter): Status never asks the
 // server.
 func (b *Backend) Status(v *driver.Volume) map[string]any {
 	c, err := configOf(b.typ(), v.Options)
