@@ -29,9 +29,8 @@ func mountFS(t *testing.T, fs string) string {
 		"xfs":   {"mkfs.xfs", "-q", "-f"},
 		"btrfs": {"mkfs.btrfs", "-q", "-f"},
 	}[fs]
-	if _, err := exec.LookPath(mkfs[0]); err != nil {
-		t.Skipf("%s is not installed (Debian: xfsprogs, btrfs-progs)", mkfs[0])
-	}
+	_, err := exec.LookPath(mkfs[0])
+	require.NoError(t, err, "%s is not installed: make unit installs it (Debian: xfsprogs, btrfs-progs)", mkfs[0])
 	dir := t.TempDir()
 	img := filepath.Join(dir, "img")
 	require.NoError(t, loopdev.AllocateImage(img, 320<<20))
