@@ -90,7 +90,7 @@ bench: deps build
 	@flock /tmp/holdfast-e2e.lock hack/docker.sh restart
 	@echo "bench: the guest's part (LUKS: pgbench in internal/bench's TestGuestPGBench, driver/crypt's benchmarks), merged into bin/bench.json"
 	{ flock /tmp/holdfast-vm.lock env VMTEST_PKGS='./driver/crypt ./internal/bench' VMTEST_PG=1 VMTEST_MEM=2048 \
-		VMTEST_GUEST_ENV=HOLDFAST_BENCH_GUEST=1 vmtest/build.sh -run '^TestGuestPGBench$$' -bench . -benchtime 3x; \
+		VMTEST_GUEST_ENV=HOLDFAST_BENCH_GUEST=1 vmtest/build.sh -timeout 45m -run '^TestGuestPGBench$$' -bench . -benchtime 3x; \
 		echo $$? >bin/bench-guest.rc; } | tee bin/bench-guest.log
 	@exit $$(cat bin/bench-guest.rc)
 	$(GO) run ./cmd/holdfast-bench -merge bin/bench-guest.log -out bin/bench.json -chart bin/bench.svg

@@ -19,6 +19,9 @@
 # Environment:
 #   HOLDFAST_CACHE       cache root (default /var/cache/holdfast); this uses $HOLDFAST_CACHE/vm
 #   VMTEST_TIMEOUT       seconds before the guest is killed (default 1500)
+#   VMTEST_PKG_TIMEOUT   each binary's own deadline, unless TEST-FLAGS set -timeout (default
+#                        720s): a test that hangs then panics with every goroutine's stack,
+#                        the guest prints its blocked tasks, and the next binary still runs
 #   VMTEST_MEM           guest memory in MiB (default 1024)
 #   VMTEST_KERNEL        Debian kernel package to boot (default: what linux-image-amd64 depends on)
 #   VMTEST_KEEP=1        keep the run directory (initramfs, serial logs) even on success
@@ -211,10 +214,13 @@ for b in "${bins[@]}"; do
 done
 [ "${VMTEST_DOCKER:-0}" != 1 ] || cp "$VMTEST_HOLDFAST" "$ov/vmtest/holdfast"
 # Quote for the guest's sh: each flag in single quotes, embedded ' as '\''.
+has_timeout=0
 for a in "$@"; do
 	case $a in -test.* | --test.* | - | --) ;; --?* | -?*) a=-test.${a#"${a%%[!-]*}"} ;; esac
+	case $a in -test.timeout*) has_timeout=1 ;; esac
 	printf "'%s' " "${a//\'/\'\\\'\'}"
 done >"$ov/vmtest/args"
+[ $has_timeout = 1 ] || printf "'-test.timeout=%s' " "${VMTEST_PKG_TIMEOUT:-720s}" >>"$ov/vmtest/args"
 cat >"$ov/init" <<'EOF'
 #!/bin/busybox sh
 # Kernel messages go to ttyS0 (the console log); test output goes to ttyS1,
@@ -255,7 +261,13 @@ for i in $(cat /vmtest/list); do
 	(cd "$dir" && exec /vmtest/bin/$i "$@") </dev/null >$out 2>&1
 	r=$?
 	t1=$(cut -d' ' -f1 /proc/uptime)
-	[ $r -eq 0 ] || rc=1
+	if [ $r -ne 0 ]; then
+		rc=1
+		# What the kernel was waiting for, when a test hung on it (D state).
+		echo w >/proc/sysrq-trigger 2>/dev/null
+		echo "vmtest: guest: $i failed ($r); the kernel's last messages, blocked tasks included:" >$out
+		dmesg | tail -n 80 >$out
+	fi
 	echo "VMTEST END $i $r $(awk "BEGIN { printf \"%.3f\", $t1 - $t0 }")" >$out
 done
 echo "VMTEST RC=$rc" >$out

@@ -24,10 +24,20 @@ import (
 )
 
 // helperEnv names, in the environment of a child process the guest tests
-// start from this test binary, the helper it runs instead of the tests.
-const helperEnv = "HOLDFAST_NFS_HELPER"
+// start from this test binary, the helper it runs instead of the tests;
+// helperDirEnv the directory it works in.
+const (
+	helperEnv    = "HOLDFAST_NFS_HELPER"
+	helperDirEnv = "HOLDFAST_NFS_HELPER_DIR"
+)
 
 func TestMain(m *testing.M) {
+	if d := os.Getenv(helperDirEnv); d != "" {
+		if err := os.Chdir(d); err != nil {
+			fmt.Println("error: chdir:", err)
+			os.Exit(1)
+		}
+	}
 	switch os.Getenv(helperEnv) {
 	case "":
 		os.Exit(m.Run())
@@ -88,16 +98,24 @@ func holder() int {
 	return 0
 }
 
-// writerChunk is what the writer writes between two fsyncs.
-const writerChunk = 1 << 20
+// writerChunk is what the writer writes between two fsyncs, writerChunks
+// how many chunks its file holds: it rewrites them in turn, so that a
+// slow test never fills the guest's memory (client and server share it;
+// an NFS client writing back to a server on its own machine under memory
+// pressure can wait for it forever).
+const (
+	writerChunk  = 1 << 20
+	writerChunks = 16
+)
 
 // writer runs in a mount namespace of its own, so that its mount is not in
 // the mount table of the process that unmounts: like a mount of the export
 // on the host, seen from the plugin's namespace. It mounts the export
 // (HOLDFAST_NFS_SOURCE, HOLDFAST_NFS_DATA) at HOLDFAST_NFS_TARGET, says
 // "dev MAJOR:MINOR" of that mount, then writes and fsyncs chunks to the
-// file "stream" there without pause, so that requests are in flight at
-// any time, saying "streaming" after the first. When stdin is closed it
+// file "stream" there without pause (the writerChunks chunks in turn), so
+// that requests are in flight at any time, saying "streaming" after the
+// first. When stdin is closed it
 // finishes its chunk and reports "ok CHUNKS", or "error: ..." at the first
 // failure.
 func writer() int {
@@ -123,7 +141,7 @@ func writer() int {
 	defer f.Close()
 	chunk := bytes.Repeat([]byte("0123456789abcdef"), writerChunk/16)
 	for n := 1; ; n++ {
-		if _, err := f.Write(chunk); err != nil {
+		if _, err := f.WriteAt(chunk, int64((n-1)%writerChunks)*writerChunk); err != nil {
 			fmt.Printf("error: write of chunk %d: %v\n", n, err)
 			return 1
 		}
@@ -149,13 +167,20 @@ type child struct {
 	lines chan string // its stdout, line by line; closed at EOF
 }
 
+// startChild starts helper in dir. The child changes to dir itself, once
+// it runs this binary: Go's fork keeps the thread that forks, with its
+// share of the runtime, until the child has called exec, so a child
+// blocked before exec in a chdir onto an NFS mount that this process
+// serves (nfstest) can stop the world for good, a garbage collection
+// waiting for that thread and the server waiting for the collection
+// (golang/go#11155, the same with FUSE servers).
 func startChild(t *testing.T, helper, dir string, env []string, attr *syscall.SysProcAttr) *child {
 	t.Helper()
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	cmd := exec.Command(exe)
-	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), helperEnv+"="+helper), env...)
+	cmd.Dir = "/"
+	cmd.Env = append(append(os.Environ(), helperEnv+"="+helper, helperDirEnv+"="+dir), env...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = attr
 	stdin, err := cmd.StdinPipe()
@@ -297,7 +322,7 @@ func TestGuestBusyUnmountDetachesWithoutForce(t *testing.T) {
 	assert.Equal(t, "before\nafter\n", string(got))
 	fi, err := os.Stat(filepath.Join(g.srv.Dir, "stream"))
 	require.NoError(t, err)
-	assert.Equal(t, int64(chunks)*writerChunk, fi.Size())
+	assert.Equal(t, int64(min(chunks, writerChunks))*writerChunk, fi.Size())
 	assert.FileExists(t, filepath.Join(g.srv.Dir, "after-unmount"))
 
 	// With its last user gone, the kernel frees the detached mount.
