@@ -38,7 +38,7 @@ deps:
 # with the race detector, one package at a time: they share the kernel's loop
 # devices and mount table, and a scan by one disturbs the timing of another.
 unit: deps
-	@hack/deps.sh gcc libc6-dev strace tar libarchive-tools curl
+	@hack/deps.sh gcc libc6-dev strace tar libarchive-tools curl fio
 	$(GO) test -race -count=1 -p 1 ./...
 
 # in the guest: LUKS2 through real dm-crypt, NFS through the kernel client.
