@@ -20,6 +20,9 @@ type fioMeasure struct {
 	args       []string
 	// rate picks the figure from fio's job: MiB/s or IOPS.
 	rate func(fioJob) float64
+	// settle says the measure is the first read after the writes: each
+	// round settles before it (settleReads).
+	settle bool
 }
 
 // fioJob is the part of a job in fio's JSON output (--output-format=json)
@@ -44,9 +47,11 @@ type fioOutput struct {
 
 // fioMeasures are B4's four measures on one file of size bytes: written
 // in 1 MiB blocks with an fsync at the end (fio counts it in the time),
-// read back in 1 MiB blocks, then rewritten at random 4 KiB offsets with
-// an fsync after every write, then read at random 4 KiB offsets; the
-// random ones for runtime each.
+// rewritten at random 4 KiB offsets with an fsync after every write, then,
+// after the pause of a settle measure, read in 1 MiB blocks and at random
+// 4 KiB offsets; the random ones for runtime each. The writes come first
+// so that one settling (settleReads) comes between every write and every
+// read.
 func fioMeasures(size int64, runtime time.Duration) []fioMeasure {
 	common := []string{"--ioengine=psync", fmt.Sprintf("--size=%d", size)}
 	timed := []string{"--time_based", fmt.Sprintf("--runtime=%dms", runtime.Milliseconds())}
@@ -59,10 +64,10 @@ func fioMeasures(size int64, runtime time.Duration) []fioMeasure {
 	rd := func(j fioJob) fioIO { return j.Read }
 	wr := func(j fioJob) fioIO { return j.Write }
 	return []fioMeasure{
-		{"seq write 1M, end fsync", "MiB/s", append([]string{"--rw=write", "--bs=1M", "--end_fsync=1"}, common...), mibs(wr)},
-		{"seq read 1M", "MiB/s", append([]string{"--rw=read", "--bs=1M"}, common...), mibs(rd)},
-		{"4k random write, fsync each", "IOPS", append(append([]string{"--rw=randwrite", "--bs=4k", "--fsync=1"}, common...), timed...), iops(wr)},
-		{"4k random read", "IOPS", append(append([]string{"--rw=randread", "--bs=4k"}, common...), timed...), iops(rd)},
+		{"seq write 1M, end fsync", "MiB/s", append([]string{"--rw=write", "--bs=1M", "--end_fsync=1"}, common...), mibs(wr), false},
+		{"4k random write, fsync each", "IOPS", append(append([]string{"--rw=randwrite", "--bs=4k", "--fsync=1"}, common...), timed...), iops(wr), false},
+		{"seq read 1M", "MiB/s", append([]string{"--rw=read", "--bs=1M"}, common...), mibs(rd), true},
+		{"4k random read", "IOPS", append(append([]string{"--rw=randread", "--bs=4k"}, common...), timed...), iops(rd), false},
 	}
 }
 

@@ -41,7 +41,7 @@ type Config struct {
 func Full() Config {
 	return Config{
 		Cycles: 2000, Volumes: 10000, Pairs: 200,
-		Data:        DataSizes{File: 128 << 20, CryptFile: 64 << 20, Runtime: time.Second, Pairs: 12},
+		Data:        DataSizes{File: 128 << 20, CryptFile: 64 << 20, Runtime: time.Second, Settle: 2 * time.Second, Pairs: 12},
 		PG:          PGSizes{Scale: 10, Clients: 4, Runtime: 8 * time.Second, Pairs: 12},
 		CeilingTime: time.Second,
 		DockerSock:  "/var/run/docker.sock", DockerDriver: "holdfast-bench",
@@ -53,7 +53,7 @@ func Full() Config {
 func Quick() Config {
 	return Config{
 		Cycles: 20, Volumes: 200, Pairs: 5,
-		Data:         DataSizes{File: 8 << 20, CryptFile: 8 << 20, Runtime: 200 * time.Millisecond, Pairs: 2},
+		Data:         DataSizes{File: 8 << 20, CryptFile: 8 << 20, Runtime: 200 * time.Millisecond, Settle: 100 * time.Millisecond, Pairs: 2},
 		PG:           PGSizes{Scale: 1, Clients: 2, Runtime: time.Second, Pairs: 2},
 		CeilingTime:  50 * time.Millisecond,
 		DockerDriver: "holdfast-bench",
