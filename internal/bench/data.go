@@ -197,10 +197,11 @@ func interleave(sides []target, ms []fioMeasure, pairs int, settle time.Duration
 func warmFile(dir string, size int64) (string, error) {
 	warm := filepath.Join(dir, "warm")
 	if err := os.MkdirAll(warm, 0o700); err != nil {
-		return "", err
+		return "", fmt.Errorf("warm-up file: %w", err)
 	}
-	if _, err := fio(filepath.Join(warm, fioFile), "warm-up file", fioMeasures(size, 0)[0].args); err != nil {
-		return "", err
+	write := fioMeasures(size, 0)[0]
+	if _, err := fio(filepath.Join(warm, fioFile), "warm-up file", write.args); err != nil {
+		return "", fmt.Errorf("warm-up file: %w", err)
 	}
 	return warm, nil
 }
